@@ -1,0 +1,174 @@
+"""The `crisiswatch` command line (CONTRACT section 3).
+
+Exit codes: 0 success; 2 bad usage or input (one line, no traceback); 1 anything else.
+Set CRISISWATCH_DEBUG=1 to see tracebacks of unexpected errors.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from streams.errors import ConfigurationError, CrisiswatchError, InputError
+
+
+def _parse_instant(value: str, option: str) -> int:
+    try:
+        parsed = datetime.fromisoformat(value.strip().upper())
+    except ValueError as exc:
+        raise InputError(f"{option}: {value!r} is not an RFC 3339 time") from exc
+    if parsed.tzinfo is None:
+        raise InputError(f"{option}: {value!r} needs a UTC offset or Z")
+    return int(parsed.timestamp() // 1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="crisiswatch")
+def cli() -> None:
+    """crisiswatch: live monitor of the 2-hour urgent community response and 2-day
+    reablement standards."""
+
+
+@cli.command()
+@click.argument("events", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Outcomes CSV to write (default: standard output).",
+)
+@click.option(
+    "--rejects",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Rejected lines as NDJSON (default: OUT with .rejects.ndjson next to --out).",
+)
+@click.option(
+    "--as-of",
+    "as_of",
+    metavar="TIME",
+    default=None,
+    help="Judge open clocks at this RFC 3339 time (default: the latest event time in the "
+    "file); events after it are left out.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No summary on standard error.")
+def replay(events: Path, out: Path | None, rejects: Path | None, as_of: str | None, quiet: bool) -> None:
+    """Offline outcomes of an NDJSON event file, one row per referral (CONTRACT section 2).
+
+    Rules settings come from the environment (CRISISWATCH_UCR_LIMIT_SECONDS,
+    CRISISWATCH_START_MODE, CRISISWATCH_TIMEZONE, ...; see the README).
+    """
+    from streams.codec import Codec
+    from streams.replay import atomic_write_text, replay as run, write_outcomes
+    from streams.settings import PrivacySettings, RulesSettings
+
+    as_of_instant = _parse_instant(as_of, "--as-of") if as_of is not None else None
+    rules = _settings(RulesSettings).rules()
+    codec = Codec(_settings(PrivacySettings).pseudonymiser())
+    if rejects is None and out is not None:
+        rejects = out.with_name(out.stem + ".rejects.ndjson")
+    try:
+        source = events.open("rb")
+        size = os.fstat(source.fileno()).st_size
+    except OSError as exc:
+        raise InputError(f"cannot read {events}: {exc.strerror or exc}") from exc
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=size,
+        unit="B",
+        unit_scale=True,
+        desc="replay",
+        disable=None if size > 16 * 1024 * 1024 and not quiet else True,
+        file=sys.stderr,
+    )
+    try:
+        rejects_handle = rejects.open("w", encoding="utf-8") if rejects is not None else None
+    except OSError as exc:
+        raise InputError(f"cannot write {rejects}: {exc.strerror or exc}") from exc
+    with source, bar:
+        try:
+            result = run(
+                source,
+                codec=codec,
+                rules=rules,
+                as_of=as_of_instant,
+                rejects=rejects_handle,
+                progress=bar.update if not bar.disable else None,
+            )
+        except OSError as exc:
+            raise InputError(f"cannot read {events}: {exc.strerror or exc}") from exc
+        finally:
+            if rejects_handle is not None:
+                rejects_handle.close()
+    if out is None:
+        write_outcomes(result.outcomes, sys.stdout)
+    else:
+        try:
+            atomic_write_text(out, lambda handle: write_outcomes(result.outcomes, handle))
+        except OSError as exc:
+            raise InputError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    if not quiet:
+        from streams.engine import format_instant
+
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(result.rejections.items()))
+        click.echo(
+            f"replay: {result.lines} lines, {result.accepted} events accepted, "
+            f"{result.duplicates} duplicates, {result.rejected} rejected"
+            f"{f' ({reasons})' if reasons else ''}"
+            f"{f', {result.after_as_of} after --as-of' if as_of is not None else ''}; "
+            f"{len(result.outcomes)} referrals judged at {format_instant(result.judged_at)}"
+            f"{f'; {result.pending} without referral.received' if result.pending else ''}",
+            err=True,
+        )
+
+
+def _settings(model: type[Any]) -> Any:
+    try:
+        return model()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "CRISISWATCH_" + str(first["loc"][0]).upper() if first.get("loc") else model.__name__
+        raise ConfigurationError(f"{name}: {first['msg']}") from exc
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI with one-line errors and contract exit codes."""
+    try:
+        cli.main(args=argv, prog_name="crisiswatch", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("crisiswatch: interrupted", err=True)
+        sys.exit(130)
+    except click.UsageError as exc:
+        hint = f" (see 'crisiswatch {exc.ctx.command_path.partition(' ')[2]} --help')".replace(
+            "crisiswatch  --help", "crisiswatch --help"
+        ) if exc.ctx is not None else ""
+        click.echo(f"crisiswatch: {exc.format_message()}{hint}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"crisiswatch: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except CrisiswatchError as exc:
+        click.echo(f"crisiswatch: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("crisiswatch: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("CRISISWATCH_DEBUG"):
+            raise
+        click.echo(f"crisiswatch: unexpected error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

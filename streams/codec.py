@@ -1,0 +1,326 @@
+"""CloudEvents JSON <-> engine events (CONTRACT section 1).
+
+The JSON Schema `streams/schema/referral-event.schema.json` is the definition of a valid event;
+it is published for source systems and it decides every rejection here. Validating a million
+events through a general schema validator costs several times the parse itself, so acceptance
+goes first through a *conservative* fast check built from the same schema document (its enums,
+lengths and patterns): when the fast check is sure an event is valid it is accepted; in any
+doubt the full schema validator runs and either accepts or names the reason. The fast check may
+say "not sure" for a valid event but must never accept one the schema rejects (property-tested
+against the `jsonschema` reference implementation).
+
+Bad input is data, never an exception: `decode` returns a `Rejection` with a machine-readable
+`reason` (see `REASONS`), the offending field and a human detail.
+
+Order of work per message: size -> JSON -> schema -> time -> NHS-number scrub -> Event, so
+nothing downstream (engine, database, logs, metrics, alerts) ever sees an NHS number in clear.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from importlib.resources import files
+from typing import Any, Final
+
+import fastjsonschema
+
+from streams.engine.event import CONTACT, RECEIVED, TRIAGED, UNKNOWN, Event
+from streams.pseudonym import Pseudonymiser, may_contain
+
+SCHEMA_RESOURCE: Final = "schema/referral-event.schema.json"
+
+# Machine-readable rejection reasons (the `reason` of a DLQ record / rejects line).
+TOO_LARGE: Final = "too_large"
+INVALID_JSON: Final = "invalid_json"
+NOT_CLOUDEVENT: Final = "not_cloudevent"
+UNKNOWN_TYPE: Final = "unknown_type"
+MISSING_FIELD: Final = "missing_field"
+BAD_VALUE: Final = "bad_value"
+BAD_TIME: Final = "bad_time"
+REASONS: Final = (
+    TOO_LARGE,
+    INVALID_JSON,
+    NOT_CLOUDEVENT,
+    UNKNOWN_TYPE,
+    MISSING_FIELD,
+    BAD_VALUE,
+    BAD_TIME,
+)
+
+DEFAULT_MAX_BYTES: Final = 64 * 1024  # an event is a few hundred bytes; refuse megabytes
+# Event times outside this range are data errors, not history or plans (epoch seconds:
+# 2000-01-01T00:00:00Z and 2100-01-01T00:00:00Z). They would otherwise drag a watermark.
+MIN_TIME: Final = 946_684_800
+MAX_TIME: Final = 4_102_444_800
+_ENVELOPE_IDENTITY: Final = ("specversion", "id", "source", "type")
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a message was refused: `reason` is one of `REASONS`; `field` a dotted path."""
+
+    reason: str
+    field: str | None
+    detail: str
+
+    def to_record(self) -> dict[str, str | None]:
+        return {"reason": self.reason, "field": self.field, "detail": self.detail}
+
+
+@cache
+def schema() -> dict[str, Any]:
+    """The published JSON Schema document."""
+    text = (files("streams") / SCHEMA_RESOURCE).read_text(encoding="utf-8")
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
+@cache
+def _full_validator() -> Callable[[Any], Any]:
+    return fastjsonschema.compile(schema())  # type: ignore[no-any-return]
+
+
+class Codec:
+    """Decodes CloudEvents JSON into engine `Event`s, and names the reason for rejects."""
+
+    def __init__(
+        self,
+        pseudonymiser: Pseudonymiser | None = None,
+        region_by_icb: Mapping[str, str] | None = None,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self.pseudonymiser = pseudonymiser if pseudonymiser is not None else Pseudonymiser()
+        if region_by_icb is None:
+            from streams.geography import region_by_icb as reference
+
+            region_by_icb = reference()
+        self.region_by_icb = dict(region_by_icb)
+        self.max_bytes = max_bytes
+        self._fast = _FastCheck(schema())
+        self._validate = _full_validator()
+
+    def decode(self, raw: bytes | str) -> Event | Rejection:
+        """One message -> an `Event`, or a `Rejection` saying why not."""
+        result = self.decode_document(raw)
+        return result if isinstance(result, Rejection) else result[0]
+
+    def decode_document(self, raw: bytes | str) -> tuple[Event, dict[str, Any]] | Rejection:
+        """As `decode`, with the (scrubbed) JSON document kept for the audit log."""
+        if len(raw) > self.max_bytes:
+            return Rejection(TOO_LARGE, None, f"{len(raw)} bytes > limit of {self.max_bytes}")
+        try:
+            doc = json.loads(raw)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            return Rejection(INVALID_JSON, None, _one_line(str(exc)))
+        if type(doc) is not dict:
+            return Rejection(NOT_CLOUDEVENT, None, "not a JSON object")
+        if not self._fast(doc):
+            rejection = self._explain(doc)
+            if rejection is not None:
+                return rejection
+        text = doc["time"]
+        try:
+            instant = _parse_time(text)
+        except ValueError as exc:
+            return Rejection(BAD_TIME, "time", _one_line(str(exc)))
+        if not MIN_TIME <= instant < MAX_TIME:
+            return Rejection(BAD_TIME, "time", f"{text!r} is outside 2000-2099")
+        if may_contain(raw):
+            doc = self.pseudonymiser.scrub_tree(doc)
+        return self._event(doc, instant), doc
+
+    def scrub_text(self, raw: bytes | str) -> str:
+        """Raw message text for a DLQ/rejects record: NHS numbers replaced, bad bytes escaped."""
+        text = raw if isinstance(raw, str) else raw.decode("utf-8", errors="backslashreplace")
+        return self.pseudonymiser.scrub(text)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _event(self, doc: dict[str, Any], instant: int) -> Event:
+        data = doc["data"]
+        kind = doc["type"]
+        referral_id = data["referral_id"]
+        if kind == CONTACT:
+            return Event(
+                doc["id"],
+                CONTACT,
+                instant,
+                referral_id,
+                contact_id=data["contact_id"],
+                mode=_intern(data["mode"]),
+                attended=data["attended"],
+            )
+        if kind == RECEIVED:
+            icb = data.get("icb")
+            region = data.get("region")
+            if region is None:
+                region = self.region_by_icb.get(icb, UNKNOWN) if icb is not None else UNKNOWN
+            return Event(
+                doc["id"],
+                RECEIVED,
+                instant,
+                referral_id,
+                pathway=_intern(data["pathway"]),
+                provider=_intern(data["provider"]),
+                icb=_intern(icb) if icb is not None else UNKNOWN,
+                region=_intern(region),
+            )
+        if kind == TRIAGED:
+            pathway = data.get("pathway")
+            return Event(
+                doc["id"],
+                TRIAGED,
+                instant,
+                referral_id,
+                pathway=_intern(pathway) if pathway is not None else None,
+                subject_to_standard=data.get("subject_to_standard"),
+                exclusion_reason=data.get("exclusion_reason"),
+            )
+        return Event(doc["id"], kind, instant, referral_id, reason=data["reason"])
+
+    def _explain(self, doc: dict[str, Any]) -> Rejection | None:
+        """Run the full schema; None if the document is valid after all."""
+        try:
+            self._validate(doc)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            return _rejection(doc, exc)
+        return None
+
+
+def _rejection(doc: dict[str, Any], exc: fastjsonschema.JsonSchemaValueException) -> Rejection:
+    path = [str(p) for p in (exc.path or [])[1:]]  # drop fastjsonschema's root name
+    field = ".".join(path) or None
+    detail = _one_line(exc.message)
+    if exc.rule == "required":
+        required = exc.rule_definition if isinstance(exc.rule_definition, list) else []
+        container: Any = doc
+        for part in path:
+            container = container.get(part) if isinstance(container, dict) else None
+        present = container if isinstance(container, dict) else {}
+        missing = [name for name in required if name not in present]
+        field = ".".join([*path, missing[0]]) if missing else field
+        if not path and any(name in _ENVELOPE_IDENTITY for name in missing):
+            return Rejection(NOT_CLOUDEVENT, field, detail)
+        return Rejection(MISSING_FIELD, field, detail)
+    if path == ["specversion"]:
+        return Rejection(NOT_CLOUDEVENT, field, detail)
+    if path == ["type"]:
+        return Rejection(UNKNOWN_TYPE, field, detail)
+    if path == ["time"]:
+        return Rejection(BAD_TIME, field, detail)
+    return Rejection(BAD_VALUE, field, detail)
+
+
+def _parse_time(text: str) -> int:
+    """RFC 3339 (schema-checked shape) -> whole epoch seconds, fraction truncated."""
+    parsed = datetime.fromisoformat(text.upper() if ("t" in text or "z" in text) else text)
+    if parsed.tzinfo is None:  # pragma: no cover - the schema pattern requires an offset
+        raise ValueError("time has no UTC offset")
+    return int(parsed.timestamp() // 1)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_intern = sys.intern
+
+
+class _FastCheck:
+    """A conservative acceptance test derived from the schema document (see module doc)."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        props = document["properties"]
+        defs = document["definitions"]
+        self.types = frozenset(props["type"]["enum"])
+        self.id_max = defs["identifier"]["maxLength"]
+        self.source_max = props["source"]["maxLength"]
+        self.time_max = props["time"]["maxLength"]
+        self.time_re = re.compile(props["time"]["pattern"])
+        self.code_max = defs["code"]["maxLength"]
+        self.code_re = re.compile(defs["code"]["pattern"])
+        self.text_max = defs["text"]["maxLength"]
+        self.pathways = frozenset(defs["pathway"]["enum"])
+        self.modes = frozenset(defs["contact"]["properties"]["mode"]["enum"])
+        self.exclusions = frozenset(defs["triaged"]["properties"]["exclusion_reason"]["enum"])
+        self.cancel_reasons = frozenset(defs["cancelled"]["properties"]["reason"]["enum"])
+        self.content_type = props["datacontenttype"]["const"]
+        self.specversion = props["specversion"]["const"]
+
+    def __call__(self, doc: dict[str, Any]) -> bool:
+        if doc.get("specversion") != self.specversion or type(doc["specversion"]) is not str:
+            return False
+        if not self._identifier(doc.get("id")):
+            return False
+        source = doc.get("source")
+        if type(source) is not str or not 0 < len(source) <= self.source_max:
+            return False
+        content_type = doc.get("datacontenttype", self.content_type)
+        if type(content_type) is not str or content_type != self.content_type:
+            return False
+        time = doc.get("time")
+        if type(time) is not str or len(time) > self.time_max or not self.time_re.match(time):
+            return False
+        data = doc.get("data")
+        if type(data) is not dict or not self._identifier(data.get("referral_id")):
+            return False
+        kind = doc.get("type")
+        if kind == "referral.contact":
+            return (
+                self._identifier(data.get("contact_id"))
+                and _member(data.get("mode"), self.modes)
+                and type(data.get("attended")) is bool
+            )
+        if kind == "referral.received":
+            return (
+                _member(data.get("pathway"), self.pathways)
+                and self._code(data.get("provider"))
+                and ("icb" not in data or self._code(data["icb"]))
+                and ("region" not in data or self._code(data["region"]))
+                and self._text(data, "referral_source")
+                and self._text(data, "condition")
+                and self._text(data, "patient_ref")
+            )
+        if kind == "referral.triaged":
+            if "pathway" in data and not _member(data["pathway"], self.pathways):
+                return False
+            if "exclusion_reason" in data and not _member(
+                data["exclusion_reason"], self.exclusions
+            ):
+                return False
+            if "subject_to_standard" not in data:
+                return True
+            subject = data["subject_to_standard"]
+            return type(subject) is bool and (subject or "exclusion_reason" in data)
+        if kind == "referral.cancelled":
+            return _member(data.get("reason"), self.cancel_reasons)
+        return False
+
+    def _identifier(self, value: Any) -> bool:
+        # isprintable() is stricter than the schema's "no C0 control or DEL": conservative.
+        return type(value) is str and 0 < len(value) <= self.id_max and value.isprintable()
+
+    def _code(self, value: Any) -> bool:
+        return (
+            type(value) is str
+            and 0 < len(value) <= self.code_max
+            and self.code_re.match(value) is not None
+        )
+
+    def _text(self, data: dict[str, Any], name: str) -> bool:
+        if name not in data:
+            return True
+        value = data[name]
+        return type(value) is str and len(value) <= self.text_max
+
+
+def _member(value: Any, allowed: frozenset[str]) -> bool:
+    return type(value) is str and value in allowed

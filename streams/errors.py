@@ -1,0 +1,35 @@
+"""The exception tree of crisiswatch.
+
+    CrisiswatchError                 root: anything crisiswatch raises on purpose
+     +-- ConfigurationError          bad or missing settings (exit code 2)
+     +-- InputError                  a file or argument that cannot be used (exit code 2)
+     +-- ServiceError                a broker, database or HTTP service failed (exit code 1)
+          +-- ServiceUnavailable     ... could not be reached at all
+
+Library exceptions are wrapped `from exc` at the adapter that calls the library. Bad *events*
+are never exceptions: the codec returns them as data (`streams.codec.Rejection`).
+"""
+
+from __future__ import annotations
+
+
+class CrisiswatchError(Exception):
+    """Root of crisiswatch's exceptions."""
+
+    exit_code = 1
+
+
+class ConfigurationError(CrisiswatchError):
+    exit_code = 2
+
+
+class InputError(CrisiswatchError):
+    exit_code = 2
+
+
+class ServiceError(CrisiswatchError):
+    exit_code = 1
+
+
+class ServiceUnavailable(ServiceError):
+    pass

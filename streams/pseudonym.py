@@ -1,0 +1,78 @@
+"""NHS numbers never travel in clear: detection (modulus 11) and a keyed hash.
+
+An NHS number is 10 digits whose last is a modulus-11 check digit over the first nine
+(weights 10..2; 11 -> 0; 10 -> never issued). Sources sometimes put one in `patient_ref` (or in
+a free-text field) and sometimes print it as 3-3-4 groups. Every valid one found is replaced by
+`nhs-` + a truncated HMAC-SHA256 of its digits under a secret key, before any other component
+sees the event: the same patient gets the same pseudonym (so records still link), and without
+the key the pseudonym cannot be reversed by enumerating the 10^9 candidates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from typing import Any, Final
+
+# 10 digits, optionally grouped 3-3-4 by one space or hyphen, not part of a longer digit run.
+CANDIDATE: Final = re.compile(r"(?<!\d)(\d{3})[ -]?(\d{3})[ -]?(\d{4})(?!\d)")
+CANDIDATE_BYTES: Final = re.compile(rb"(?<!\d)\d{3}[ -]?\d{3}[ -]?\d{4}(?!\d)")
+PREFIX: Final = "nhs-"
+_DIGEST_HEX_CHARS: Final = 32  # 128 bits of the HMAC: collisions are not a practical concern
+
+
+def is_nhs_number(digits: str) -> bool:
+    """True for 10 ASCII digits with a valid modulus-11 check digit."""
+    if len(digits) != 10 or not digits.isascii() or not digits.isdigit():
+        return False
+    total = sum(int(d) * w for d, w in zip(digits[:9], range(10, 1, -1), strict=True))
+    check = 11 - total % 11
+    if check == 11:
+        check = 0
+    return check != 10 and check == int(digits[9])
+
+
+class Pseudonymiser:
+    """Replaces valid NHS numbers with a keyed hash.
+
+    Without a configured key a random one is drawn per process: pseudonyms are then safe but
+    do not link across processes or runs (set CRISISWATCH_PSEUDONYM_KEY for that).
+    """
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self.ephemeral = key is None
+        self._key = key if key is not None else secrets.token_bytes(32)
+
+    def pseudonym(self, digits: str) -> str:
+        mac = hmac.new(self._key, digits.encode("ascii"), hashlib.sha256)
+        return PREFIX + mac.hexdigest()[:_DIGEST_HEX_CHARS]
+
+    def scrub(self, text: str) -> str:
+        """`text` with every valid NHS number in it replaced by its pseudonym."""
+        return CANDIDATE.sub(self._replace, text)
+
+    def scrub_tree(self, value: Any) -> Any:
+        """Scrub every string (and object key) in a parsed JSON value; returns the new value."""
+        if isinstance(value, str):
+            return self.scrub(value)
+        if isinstance(value, dict):
+            return {self.scrub(k): self.scrub_tree(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.scrub_tree(v) for v in value]
+        return value
+
+    def _replace(self, match: re.Match[str]) -> str:
+        digits = "".join(match.groups())
+        return self.pseudonym(digits) if is_nhs_number(digits) else match.group(0)
+
+
+def may_contain(raw: bytes | str) -> bool:
+    """Cheap pre-check on raw JSON text: could it hold an NHS number anywhere?
+
+    JSON `\\u` escapes can spell digits, so any escape sends the text to the full scan.
+    """
+    if isinstance(raw, bytes):
+        return b"\\u" in raw or CANDIDATE_BYTES.search(raw) is not None
+    return "\\u" in raw or CANDIDATE.search(raw) is not None
