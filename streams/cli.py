@@ -58,14 +58,17 @@ def cli() -> None:
     "file); events after it are left out.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No summary on standard error.")
-def replay(events: Path, out: Path | None, rejects: Path | None, as_of: str | None, quiet: bool) -> None:
+def replay(
+    events: Path, out: Path | None, rejects: Path | None, as_of: str | None, quiet: bool
+) -> None:
     """Offline outcomes of an NDJSON event file, one row per referral (CONTRACT section 2).
 
     Rules settings come from the environment (CRISISWATCH_UCR_LIMIT_SECONDS,
     CRISISWATCH_START_MODE, CRISISWATCH_TIMEZONE, ...; see the README).
     """
     from streams.codec import Codec
-    from streams.replay import atomic_write_text, replay as run, write_outcomes
+    from streams.replay import atomic_write_text, write_outcomes
+    from streams.replay import replay as run
     from streams.settings import PrivacySettings, RulesSettings
 
     as_of_instant = _parse_instant(as_of, "--as-of") if as_of is not None else None
@@ -148,9 +151,13 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("crisiswatch: interrupted", err=True)
         sys.exit(130)
     except click.UsageError as exc:
-        hint = f" (see 'crisiswatch {exc.ctx.command_path.partition(' ')[2]} --help')".replace(
-            "crisiswatch  --help", "crisiswatch --help"
-        ) if exc.ctx is not None else ""
+        hint = (
+            f" (see 'crisiswatch {exc.ctx.command_path.partition(' ')[2]} --help')".replace(
+                "crisiswatch  --help", "crisiswatch --help"
+            )
+            if exc.ctx is not None
+            else ""
+        )
         click.echo(f"crisiswatch: {exc.format_message()}{hint}", err=True)
         sys.exit(2)
     except click.ClickException as exc:

@@ -83,7 +83,8 @@ def schema() -> dict[str, Any]:
 
 @cache
 def _full_validator() -> Callable[[Any], Any]:
-    return fastjsonschema.compile(schema())  # type: ignore[no-any-return]
+    validator: Callable[[Any], Any] = fastjsonschema.compile(schema())
+    return validator
 
 
 class Codec:

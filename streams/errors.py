@@ -4,7 +4,7 @@
      +-- ConfigurationError          bad or missing settings (exit code 2)
      +-- InputError                  a file or argument that cannot be used (exit code 2)
      +-- ServiceError                a broker, database or HTTP service failed (exit code 1)
-          +-- ServiceUnavailable     ... could not be reached at all
+          +-- ServiceUnavailableError   could not be reached at all
 
 Library exceptions are wrapped `from exc` at the adapter that calls the library. Bad *events*
 are never exceptions: the codec returns them as data (`streams.codec.Rejection`).
@@ -31,5 +31,5 @@ class ServiceError(CrisiswatchError):
     exit_code = 1
 
 
-class ServiceUnavailable(ServiceError):
+class ServiceUnavailableError(ServiceError):
     pass

@@ -42,7 +42,7 @@ def replay(
     rules: Rules | None = None,
     as_of: int | None = None,
     rejects: IO[str] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> ReplayResult:
     """Replay the lines of `source`; write rejected lines as JSON to `rejects`."""
     engine = Engine(rules)
@@ -80,11 +80,11 @@ def write_outcomes(outcomes: list[Outcome], out: IO[str]) -> None:
     writer.writerows(outcome.to_row() for outcome in outcomes)
 
 
-def _lines(source: BinaryIO, progress: Callable[[int], None] | None) -> Iterator[tuple[int, bytes]]:
+def _lines(
+    source: BinaryIO, progress: Callable[[int], object] | None
+) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, line without its end) for every non-blank line."""
-    number = 0
-    for line in source:
-        number += 1
+    for number, line in enumerate(source, start=1):
         if progress is not None:
             progress(len(line))
         stripped = line.rstrip(b"\r\n")

@@ -28,8 +28,8 @@ from typing import Any
 from streams.engine.event import (
     CANCELLED,
     CONTACT,
-    RECEIVED,
     REABLEMENT_2D,
+    RECEIVED,
     TRIAGED,
     UNKNOWN,
     Event,
@@ -161,7 +161,9 @@ class Clock:
             clock_type = CLOCK_REABLEMENT
         else:
             clock_type = CLOCK_UCR if subject else CLOCK_UCR_EXCLUDED
-        reason = decision[3] if (decision is not None and clock_type == CLOCK_UCR_EXCLUDED) else None
+        reason = (
+            decision[3] if (decision is not None and clock_type == CLOCK_UCR_EXCLUDED) else None
+        )
 
         if rules.start_mode is StartMode.RECEIVED:
             start: int | None = r_time
