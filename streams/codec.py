@@ -117,7 +117,10 @@ class Codec:
         if len(raw) > self.max_bytes:
             return Rejection(TOO_LARGE, None, f"{len(raw)} bytes > limit of {self.max_bytes}")
         try:
-            doc = json.loads(raw)
+            # Strictly UTF-8 (json.loads would sniff UTF-16/32, whose digits the NHS-number
+            # scan of the raw bytes cannot see); a leading BOM is tolerated (RFC 8259).
+            text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
+            doc = _JSON.decode(text)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             return Rejection(INVALID_JSON, None, _one_line(str(exc)))
         if type(doc) is not dict:
@@ -140,6 +143,9 @@ class Codec:
     def scrub_text(self, raw: bytes | str) -> str:
         """Raw message text for a DLQ/rejects record: NHS numbers replaced, bad bytes escaped."""
         text = raw if isinstance(raw, str) else raw.decode("utf-8", errors="backslashreplace")
+        # Digits hidden from the scan: JSON escapes (\u0039 is "9") and the NUL bytes between
+        # the characters of UTF-16/32 text. Neither is meaningful in a rejected message's text.
+        text = _DIGIT_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text.replace("\x00", ""))
         return self.pseudonymiser.scrub(text)
 
     # -- internals ---------------------------------------------------------------------------
@@ -188,6 +194,11 @@ class Codec:
 
     def _explain(self, doc: dict[str, Any]) -> Rejection | None:
         """Run the full schema; None if the document is valid after all."""
+        missing = [name for name in _ENVELOPE_IDENTITY if name not in doc]
+        if missing:
+            # Without `type` every type's data rules apply, and the validator reports one of
+            # those before the envelope's `required`: name the missing envelope field first.
+            return Rejection(NOT_CLOUDEVENT, missing[0], f"no {missing[0]!r}: not a CloudEvent")
         try:
             self._validate(doc)
         except fastjsonschema.JsonSchemaValueException as exc:
@@ -225,6 +236,17 @@ def _parse_time(text: str) -> int:
     if parsed.tzinfo is None:  # pragma: no cover - the schema pattern requires an offset
         raise ValueError("time has no UTC offset")
     return int(parsed.timestamp() // 1)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# A JSON escape of a digit, a space or a hyphen: the characters an NHS number is written with.
+_DIGIT_ESCAPE: Final = re.compile(r"\\u(003[0-9]|0020|002[dD])")
+
+# NaN and +-Infinity are Python extensions that no JSON consumer (PostgreSQL jsonb) accepts.
+_JSON: Final = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -268,7 +290,9 @@ class _FastCheck:
         if type(content_type) is not str or content_type != self.content_type:
             return False
         time = doc.get("time")
-        if type(time) is not str or len(time) > self.time_max or not self.time_re.match(time):
+        # fullmatch: the schema's `$` is ECMA-262's end of string, not Python's "or before a
+        # final newline" (fastjsonschema rewrites it to \Z).
+        if type(time) is not str or len(time) > self.time_max or not self.time_re.fullmatch(time):
             return False
         data = doc.get("data")
         if type(data) is not dict or not self._identifier(data.get("referral_id")):
@@ -313,7 +337,7 @@ class _FastCheck:
         return (
             type(value) is str
             and 0 < len(value) <= self.code_max
-            and self.code_re.match(value) is not None
+            and self.code_re.fullmatch(value) is not None
         )
 
     def _text(self, data: dict[str, Any], name: str) -> bool:

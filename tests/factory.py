@@ -33,7 +33,9 @@ def received(
     id: str | None = None,
 ) -> Event:
     t = at(time) if isinstance(time, str) else time
-    return Event(_id(id), RECEIVED, t, ref, pathway=pathway, provider=provider, icb=icb, region=region)
+    return Event(
+        _id(id), RECEIVED, t, ref, pathway=pathway, provider=provider, icb=icb, region=region
+    )
 
 
 def contact(
@@ -60,10 +62,18 @@ def triaged(
 ) -> Event:
     t = at(time) if isinstance(time, str) else time
     return Event(
-        _id(id), TRIAGED, t, ref, pathway=pathway, subject_to_standard=subject, exclusion_reason=reason
+        _id(id),
+        TRIAGED,
+        t,
+        ref,
+        pathway=pathway,
+        subject_to_standard=subject,
+        exclusion_reason=reason,
     )
 
 
-def cancelled(ref: str, time: str | int, reason: str = "duplicate", *, id: str | None = None) -> Event:
+def cancelled(
+    ref: str, time: str | int, reason: str = "duplicate", *, id: str | None = None
+) -> Event:
     t = at(time) if isinstance(time, str) else time
     return Event(_id(id), CANCELLED, t, ref, reason=reason)

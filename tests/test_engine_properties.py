@@ -39,7 +39,9 @@ def referral_events(draw: st.DrawFn, ref: str, base: int) -> list[Event]:
     events: list[Event] = []
     if draw(st.integers(0, 9)):  # occasionally the receipt never arrives
         pathway = draw(st.sampled_from(["ucr_2h", "ucr_2h", "reablement_2d"]))
-        icb, region = draw(st.sampled_from([("QYG", "Y62"), ("QF7", "Y63"), ("unknown", "unknown")]))
+        icb, region = draw(
+            st.sampled_from([("QYG", "Y62"), ("QF7", "Y63"), ("unknown", "unknown")])
+        )
         events.append(received(ref, start, pathway, icb=icb, region=region, id=next_id()))
         if draw(st.integers(0, 12)) == 0:  # a second receipt of the same referral
             events.append(received(ref, start + draw(st.integers(-600, 600)), id=next_id()))
@@ -50,13 +52,19 @@ def referral_events(draw: st.DrawFn, ref: str, base: int) -> list[Event]:
                 ref,
                 start + draw(st.integers(0, 3600)),
                 subject=subject,
-                reason=None if subject is not False else draw(st.sampled_from(["other", "patient_requested_later"])),
+                reason=None
+                if subject is not False
+                else draw(st.sampled_from(["other", "patient_requested_later"])),
                 pathway=draw(st.sampled_from([None, None, "ucr_2h", "reablement_2d"])),
                 id=next_id(),
             )
         )
     for i in range(draw(st.integers(0, 4))):
-        offset = draw(st.one_of(st.integers(-900, 3 * 3600), st.sampled_from([7200, 7201]), st.integers(0, SPAN)))
+        offset = draw(
+            st.one_of(
+                st.integers(-900, 3 * 3600), st.sampled_from([7200, 7201]), st.integers(0, SPAN)
+            )
+        )
         events.append(
             contact(
                 ref,

@@ -117,7 +117,10 @@ def test_reablement_midnights(start: str, stop: str, state: str) -> None:
 
 
 def test_reablement_days_is_a_setting() -> None:
-    events = [received(R, "2026-01-05T10:00:00Z", "reablement_2d"), contact(R, "2026-01-08T10:00:00Z")]
+    events = [
+        received(R, "2026-01-05T10:00:00Z", "reablement_2d"),
+        contact(R, "2026-01-08T10:00:00Z"),
+    ]
     assert judge(events).state == "not_met"
     assert judge(events, rules=Rules(reablement_days=3)).state == "met"
 
@@ -181,7 +184,10 @@ def test_live_thresholds_are_settings() -> None:
 
 def test_time_zone_is_a_setting() -> None:
     # In New York, 2026-01-07 local ends at 05:00 UTC on the 8th.
-    events = [received(R, "2026-01-05T15:00:00Z", "reablement_2d"), contact(R, "2026-01-08T04:59:00Z")]
+    events = [
+        received(R, "2026-01-05T15:00:00Z", "reablement_2d"),
+        contact(R, "2026-01-08T04:59:00Z"),
+    ]
     assert judge(events).state == "not_met"
     assert judge(events, rules=Rules(timezone="America/New_York")).state == "met"
 
@@ -198,28 +204,52 @@ TRIAGES = [
     ([triaged(R, T_TRIAGE)], "05", "met", None, "ucr_2h"),  # accepted, subject
     (
         [triaged(R, T_TRIAGE, subject=False, reason="patient_requested_later")],
-        "07", "excluded", "patient_requested_later", "ucr_2h",
-    ),  # fmt: skip
+        "07",
+        "excluded",
+        "patient_requested_later",
+        "ucr_2h",
+    ),
     (
         [triaged(R, T_TRIAGE, subject=False, reason="other"), triaged(R, T_LATER, subject=True)],
-        "05", "met", None, "ucr_2h",
+        "05",
+        "met",
+        None,
+        "ucr_2h",
     ),  # a later decision reinstates the standard
     (
         [triaged(R, T_LATER, subject=False, reason="other"), triaged(R, T_TRIAGE, subject=True)],
-        "07", "excluded", "other", "ucr_2h",
+        "07",
+        "excluded",
+        "other",
+        "ucr_2h",
     ),  # ... but not when it came earlier in event time (arrival order does not matter)
     (
-        [triaged(R, T_TRIAGE, subject=False, reason="other"), triaged(R, T_LATER, subject=None, pathway="ucr_2h")],
-        "07", "excluded", "other", "ucr_2h",
+        [
+            triaged(R, T_TRIAGE, subject=False, reason="other"),
+            triaged(R, T_LATER, subject=None, pathway="ucr_2h"),
+        ],
+        "07",
+        "excluded",
+        "other",
+        "ucr_2h",
     ),  # a pathway-only triage says nothing about the standard
     ([triaged(R, T_TRIAGE, pathway="reablement_2d")], "06", "met", None, "reablement_2d"),
     (
-        [triaged(R, T_TRIAGE, pathway="reablement_2d"), triaged(R, T_LATER, subject=None, pathway="ucr_2h")],
-        "05", "met", None, "ucr_2h",
+        [
+            triaged(R, T_TRIAGE, pathway="reablement_2d"),
+            triaged(R, T_LATER, subject=None, pathway="ucr_2h"),
+        ],
+        "05",
+        "met",
+        None,
+        "ucr_2h",
     ),  # back to the 2-hour pathway: the latest pathway decision wins
     (
         [triaged(R, T_TRIAGE, pathway="reablement_2d", subject=False, reason="other")],
-        "06", "met", None, "reablement_2d",
+        "06",
+        "met",
+        None,
+        "reablement_2d",
     ),  # "not subject" has no 2-day counterpart: the 06 clock stands
 ]
 

@@ -245,7 +245,7 @@ class Clock:
             "stop": list(self.stop) if self.stop else None,
             "cancel": list(self.cancel) if self.cancel else None,
             "contacts": self.contacts,
-            "published": _outcome_to_list(published) if published else None,
+            "published": list(published) if published else None,
         }
 
     @classmethod
@@ -269,19 +269,3 @@ _MIDNIGHT = time(0, 0)
 
 def _tuple(value: list[Any] | None) -> Any:
     return tuple(value) if value is not None else None
-
-
-def _outcome_to_list(outcome: Outcome) -> list[Any]:
-    return [
-        outcome.referral_id,
-        outcome.pathway,
-        outcome.clock_type,
-        outcome.region,
-        outcome.icb,
-        outcome.provider,
-        outcome.clock_start,
-        outcome.clock_stop,
-        outcome.wait_seconds,
-        outcome.state,
-        outcome.exclusion_reason,
-    ]

@@ -11,8 +11,7 @@ threshold are judged on the same integer scale.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 RECEIVED: Final = "referral.received"
 TRIAGED: Final = "referral.triaged"
@@ -33,9 +32,9 @@ CANCEL_REASONS: Final = ("duplicate", "rejected", "not_appropriate", "withdrawn"
 UNKNOWN: Final = "unknown"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One accepted referral event."""
+class Event(NamedTuple):
+    """One accepted referral event (a NamedTuple: immutable, and ~3x cheaper to build than a
+    frozen dataclass, which matters at a million events a replay)."""
 
     id: str
     type: str

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, NamedTuple
 
 MET: Final = "met"
 NOT_MET: Final = "not_met"
@@ -37,9 +36,8 @@ COLUMNS: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What the standard says about one referral at one instant."""
+class Outcome(NamedTuple):
+    """What the standard says about one referral at one instant (immutable, cheap to build)."""
 
     referral_id: str
     pathway: str
