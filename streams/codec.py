@@ -125,6 +125,11 @@ class Codec:
             return Rejection(INVALID_JSON, None, _one_line(str(exc)))
         if type(doc) is not dict:
             return Rejection(NOT_CLOUDEVENT, None, "not a JSON object")
+        if (b"\\u" in raw) if isinstance(raw, bytes) else ("\\u" in raw):
+            # Only a JSON escape can smuggle in what no UTF-8 store can hold.
+            unstorable = _unstorable(doc)
+            if unstorable is not None:  # the schema says where (fast check does not look)
+                return self._explain(doc) or Rejection(BAD_VALUE, None, unstorable)
         if not self._fast(doc):
             rejection = self._explain(doc)
             if rejection is not None:
@@ -228,6 +233,17 @@ def _rejection(doc: dict[str, Any], exc: fastjsonschema.JsonSchemaValueException
     if path == ["time"]:
         return Rejection(BAD_TIME, field, detail)
     return Rejection(BAD_VALUE, field, detail)
+
+
+def _unstorable(doc: dict[str, Any]) -> str | None:
+    """Why a document cannot be stored as UTF-8 text/JSONB (lone surrogate, NUL), or None."""
+    try:
+        text = json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone UTF-16 surrogate (\\ud800-\\udfff escape)"
+    if b"\\u0000" in text or b"\x00" in text:
+        return "contains a NUL character (\\u0000)"
+    return None
 
 
 def _parse_time(text: str) -> int:

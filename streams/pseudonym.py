@@ -3,9 +3,9 @@
 An NHS number is 10 digits whose last is a modulus-11 check digit over the first nine
 (weights 10..2; 11 -> 0; 10 -> never issued). Sources sometimes put one in `patient_ref` (or in
 a free-text field) and sometimes print it as 3-3-4 groups. Every valid one found is replaced by
-`nhs-` + a truncated HMAC-SHA256 of its digits under a secret key, before any other component
-sees the event: the same patient gets the same pseudonym (so records still link), and without
-the key the pseudonym cannot be reversed by enumerating the 10^9 candidates.
+`nhs-` + a truncated HMAC-SHA256 (spelt in letters) of its digits under a secret key, before
+any other component sees the event: the same patient gets the same pseudonym (so records still
+link), and without the key the pseudonym cannot be reversed by enumerating the 10^9 candidates.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any, Final
 CANDIDATE: Final = re.compile(r"(?<!\d)(\d{3})[ -]?(\d{3})[ -]?(\d{4})(?!\d)")
 PREFIX: Final = "nhs-"
 _DIGEST_HEX_CHARS: Final = 32  # 128 bits of the HMAC: collisions are not a practical concern
+_HEX_TO_LETTERS: Final = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
 
 
 def is_nhs_number(digits: str) -> bool:
@@ -46,7 +47,9 @@ class Pseudonymiser:
 
     def pseudonym(self, digits: str) -> str:
         mac = hmac.new(self._key, digits.encode("ascii"), hashlib.sha256)
-        return PREFIX + mac.hexdigest()[:_DIGEST_HEX_CHARS]
+        # Spelt in the letters a-p rather than hex digits, so a pseudonym never contains a digit
+        # run that a second scrub could mistake for an NHS number.
+        return PREFIX + mac.hexdigest()[:_DIGEST_HEX_CHARS].translate(_HEX_TO_LETTERS)
 
     def scrub(self, text: str) -> str:
         """`text` with every valid NHS number in it replaced by its pseudonym."""

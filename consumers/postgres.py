@@ -1,0 +1,698 @@
+"""PostgreSQL, the system of record of the live worker: audit log, clocks, consumer positions.
+
+A thin adapter (psycopg 3, async): it translates engine values (`Clock.to_state()`,
+`Outcome`) into rows and back, and decides nothing about the rules.
+
+Schema and migrations
+---------------------
+`consumers/migrations/NNNN_name.sql`, applied in order by `migrate(url)`; each in its own
+transaction and recorded in `schema_migrations`. A session advisory lock serialises
+migrators, so workers that start together do not race: the first applies, the others wait
+and find nothing left to do.
+
+* `events`: every accepted event once per event id, append-only (a trigger refuses UPDATE
+  and DELETE);
+* `clocks`: one row per referral, CSDS-like columns derived here from the outcome and the
+  engine state, plus the engine state itself (`engine_state`), which is what a restarted
+  worker restores from;
+* `consumer_positions`: the next offset to read per topic partition.
+
+Writes: one transaction per batch
+---------------------------------
+`Store.write(batch)` writes a batch's audit rows, clock upserts and consumer positions in
+*one* transaction, so the positions never run ahead of (or behind) the rows they produced:
+after a crash the worker resumes from the stored positions and re-applies at most the events
+of a batch that was never committed (the engine merge is idempotent, R8).
+
+Rows go in with COPY into per-session staging tables, then one `INSERT ... SELECT ... ON
+CONFLICT` per table: a handful of round trips per batch whatever its size. The staging tables
+are created once per connection (`ON COMMIT DELETE ROWS`) rather than per transaction
+(`ON COMMIT DROP`), which would insert and delete catalog rows on every batch. Clock upserts
+are applied in referral-id order so that two writers touching the same referrals lock them in
+the same order (no deadlock between them).
+
+Text PostgreSQL cannot store
+----------------------------
+PostgreSQL text cannot hold NUL, nor jsonb a `\\u0000` escape; UTF-8 cannot encode a lone
+surrogate. The codec can pass all three through (in `source` and unknown fields). A row that
+cannot be stored would fail its whole batch forever (a poison pill), so such characters are
+replaced by U+FFFD on the way in, deterministically (lookups apply the same mapping).
+
+Errors
+------
+psycopg errors are wrapped `from exc`: `ServiceUnavailableError` when the server cannot be
+reached or the connection is lost, `ServiceError` otherwise. Retrying is the caller's
+business; `is_transient(exc)` says whether a retry may succeed. A `Store` whose connection was
+lost reconnects on its next call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.resources import files
+from types import TracebackType
+from typing import Any, Final, Self
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from streams.engine import Clock, Outcome, Rules
+from streams.engine.outcome import CLOCK_REABLEMENT, CLOCK_UCR, OPEN_STATES
+from streams.errors import ConfigurationError, ServiceError, ServiceUnavailableError
+
+__all__ = [
+    "PENDING",
+    "AuditRow",
+    "Batch",
+    "ClockRow",
+    "Counts",
+    "Migration",
+    "Store",
+    "clock_row",
+    "is_transient",
+    "migrate",
+    "migrations",
+]
+
+#: The `clocks.state` of a referral whose `referral.received` has not arrived yet.
+PENDING: Final = "pending"
+
+# pg_advisory_lock key that serialises migrators (the ASCII of "crisiswa" as a bigint).
+MIGRATION_LOCK_KEY: Final = 0x6372697369737761
+# Seconds libpq waits for a connection before giving up, unless the URL says otherwise.
+CONNECT_TIMEOUT_SECONDS: Final = 10
+APPLICATION_NAME: Final = "crisiswatch"
+
+_MIGRATION_NAME: Final = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+# -- batch values ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One accepted event for the audit log (`events`)."""
+
+    event_id: str
+    referral_id: str
+    type: str
+    event_time: int  # epoch seconds
+    source: str
+    kafka_partition: int | None
+    kafka_offset: int | None
+    document: dict[str, Any]  # the scrubbed CloudEvent, unknown fields included
+
+
+@dataclass(frozen=True, slots=True)
+class ClockRow:
+    """One referral's clock as the worker last judged it.
+
+    `outcome` None: no `referral.received` yet (stored as state `pending`). The CSDS columns
+    are derived from `outcome` and `state` by the store, under the store's `Rules`.
+    """
+
+    referral_id: str
+    kafka_partition: int | None
+    outcome: Outcome | None
+    state: dict[str, Any]  # Clock.to_state()
+    contacts: int
+    next_change_at: int | None  # epoch seconds; Clock.evaluate()'s next-change instant
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one worker transaction writes. `positions`: (topic, partition) -> next offset."""
+
+    events: list[AuditRow] = field(default_factory=list)
+    clocks: list[ClockRow] = field(default_factory=list)
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.clocks or self.positions)
+
+
+def clock_row(
+    clock: Clock, outcome: Outcome | None, next_change_at: int | None, partition: int | None
+) -> ClockRow:
+    """The row for a clock judged by `clock.evaluate()` (its outcome and next change)."""
+    return ClockRow(
+        clock.referral_id, partition, outcome, clock.to_state(), clock.contacts, next_change_at
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """A summary for consoles: open clocks now, and today's 2-hour performance so far."""
+
+    open_clocks: dict[tuple[str, str], int]  # (region, live state) -> open clocks
+    pending: int  # referrals with events but no referral.received yet
+    stopped_today: int  # type-05 clocks stopped since local midnight
+    met_today: int
+
+    @property
+    def pct_met_today(self) -> float | None:
+        """% of today's stopped type-05 clocks that were met; None when none stopped."""
+        if not self.stopped_today:
+            return None
+        return 100.0 * self.met_today / self.stopped_today
+
+
+# -- migrations --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str  # file name without `.sql`, e.g. "0001_initial"
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    """The packaged migrations, in version order."""
+    found: dict[int, Migration] = {}
+    for entry in files("consumers.migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match is None:
+            continue
+        version = int(match.group(1))
+        if version in found:
+            raise ConfigurationError(f"two migrations with version {version:04d}")
+        found[version] = Migration(version, entry.name[:-4], entry.read_text(encoding="utf-8"))
+    return [found[version] for version in sorted(found)]
+
+
+def migrate(url: str) -> list[str]:
+    """Bring the database at `url` to the latest schema; the names of the migrations applied.
+
+    Idempotent, and safe to run from several processes at once (advisory lock). Blocking: from
+    async code call it with `asyncio.to_thread`.
+    """
+    pending = migrations()
+    applied: list[str] = []
+    with _sync_connect(url) as conn, _wrapped("migrating the database"):
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY,"
+                " name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for migration in pending:
+                if migration.version in done:
+                    continue
+                try:
+                    with conn.transaction():
+                        # No parameters: sent as a simple query, so a file may hold several
+                        # statements (and $$-quoted bodies, untouched by %-placeholders).
+                        conn.execute(migration.sql.encode("utf-8"))
+                        conn.execute(
+                            "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                            (migration.version, migration.name),
+                        )
+                except psycopg.Error as exc:
+                    raise _wrap(exc, f"migration {migration.name}") from exc
+                applied.append(migration.name)
+        finally:
+            if not conn.closed:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+    return applied
+
+
+# -- the store ---------------------------------------------------------------------------------
+
+# Staging tables: one per target, same session as the writes (see module docstring).
+_STAGING: Final = (
+    "CREATE TEMP TABLE IF NOT EXISTS cw_events_in ("
+    " event_id text, referral_id text, type text, event_time bigint, source text,"
+    " kafka_partition integer, kafka_offset bigint, document jsonb"
+    ") ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS cw_clocks_in ("
+    " referral_id text, kafka_partition integer, pathway text, clock_type text, region text,"
+    " icb text, provider text, referral_received_at bigint, clock_start bigint,"
+    " clock_stop bigint, wait_seconds bigint, wait_minutes integer, wait_nights integer,"
+    " breach_at bigint, state text, exclusion_reason text, is_open boolean,"
+    " contacts integer, next_change_at bigint, engine_state jsonb"
+    ") ON COMMIT DELETE ROWS",
+)
+
+_COPY_EVENTS: Final = (
+    "COPY cw_events_in (event_id, referral_id, type, event_time, source, kafka_partition,"
+    " kafka_offset, document) FROM STDIN"
+)
+_INSERT_EVENTS: Final = (
+    "INSERT INTO events (event_id, referral_id, type, event_time, source, kafka_partition,"
+    " kafka_offset, document)"
+    " SELECT event_id, referral_id, type, to_timestamp(event_time), source, kafka_partition,"
+    " kafka_offset, document FROM cw_events_in"
+    " ON CONFLICT (event_id) DO NOTHING"
+)
+
+_CLOCK_COLUMNS: Final = (
+    "referral_id, kafka_partition, pathway, clock_type, region, icb, provider,"
+    " referral_received_at, clock_start, clock_stop, wait_seconds, wait_minutes, wait_nights,"
+    " breach_at, state, exclusion_reason, is_open, contacts, next_change_at, engine_state"
+)
+_COPY_CLOCKS: Final = "COPY cw_clocks_in (" + _CLOCK_COLUMNS + ") FROM STDIN"
+_INSERT_CLOCKS: Final = (
+    "INSERT INTO clocks (" + _CLOCK_COLUMNS + ", updated_at)"
+    " SELECT referral_id, kafka_partition, pathway, clock_type, region, icb, provider,"
+    " to_timestamp(referral_received_at), to_timestamp(clock_start), to_timestamp(clock_stop),"
+    " wait_seconds, wait_minutes, wait_nights, to_timestamp(breach_at), state,"
+    " exclusion_reason, is_open, contacts, to_timestamp(next_change_at), engine_state, now()"
+    " FROM cw_clocks_in ORDER BY referral_id"
+    " ON CONFLICT (referral_id) DO UPDATE SET"
+    " kafka_partition = EXCLUDED.kafka_partition, pathway = EXCLUDED.pathway,"
+    " clock_type = EXCLUDED.clock_type, region = EXCLUDED.region, icb = EXCLUDED.icb,"
+    " provider = EXCLUDED.provider, referral_received_at = EXCLUDED.referral_received_at,"
+    " clock_start = EXCLUDED.clock_start, clock_stop = EXCLUDED.clock_stop,"
+    " wait_seconds = EXCLUDED.wait_seconds, wait_minutes = EXCLUDED.wait_minutes,"
+    " wait_nights = EXCLUDED.wait_nights, breach_at = EXCLUDED.breach_at,"
+    " state = EXCLUDED.state, exclusion_reason = EXCLUDED.exclusion_reason,"
+    " is_open = EXCLUDED.is_open, contacts = EXCLUDED.contacts,"
+    " next_change_at = EXCLUDED.next_change_at, engine_state = EXCLUDED.engine_state,"
+    " updated_at = EXCLUDED.updated_at"
+)
+_UPSERT_POSITIONS: Final = (
+    "INSERT INTO consumer_positions (topic, kafka_partition, next_offset, updated_at)"
+    " SELECT topic, kafka_partition, next_offset, now()"
+    " FROM unnest(%s::text[], %s::integer[], %s::bigint[])"
+    " AS p(topic, kafka_partition, next_offset)"
+    " ORDER BY topic, kafka_partition"
+    " ON CONFLICT (topic, kafka_partition) DO UPDATE SET"
+    " next_offset = EXCLUDED.next_offset, updated_at = EXCLUDED.updated_at"
+)
+
+_OUTCOME_COLUMNS: Final = (
+    "referral_id, pathway, clock_type, region, icb, provider, clock_start, clock_stop,"
+    " wait_seconds, state, exclusion_reason"
+)
+
+
+class Store:
+    """The worker's PostgreSQL connection: restore reads and one-transaction batch writes.
+
+    Calls are serialised (one connection carries one transaction at a time). Use
+    `await Store.connect(url)`, or `async with await Store.connect(url) as store`.
+    """
+
+    def __init__(self, conn: Connection, url: str, rules: Rules) -> None:
+        self._conn = conn
+        self._url = url
+        self.rules = rules
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, url: str, *, rules: Rules | None = None) -> Store:
+        """Connect to the (migrated) database at `url`.
+
+        `rules` must be the worker's: they define `wait_nights` (local midnights) and
+        `breach_at`. Raises `ServiceUnavailableError` if the server cannot be reached.
+        """
+        conn = await _async_connect(url)
+        return cls(conn, url, rules if rules is not None else Rules())
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- restore -------------------------------------------------------------------------------
+
+    async def positions(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        """The next offset to read per partition of `topic`; partitions never written absent."""
+        async with self._session("reading consumer positions") as conn:
+            cursor = await conn.execute(
+                "SELECT kafka_partition, next_offset FROM consumer_positions"
+                " WHERE topic = %s AND kafka_partition = ANY(%s::integer[])",
+                (_clean(topic), list(partitions)),
+            )
+            return {int(p): int(o) for p, o in await cursor.fetchall()}
+
+    async def open_clock_states(
+        self, partitions: Iterable[int]
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """(partition, engine state) of every open (or pending) clock of `partitions`."""
+        async with self._session("reading open clocks") as conn:
+            cursor = await conn.execute(
+                "SELECT kafka_partition, engine_state FROM clocks"
+                " WHERE is_open AND kafka_partition = ANY(%s::integer[])"
+                " ORDER BY referral_id",
+                (list(partitions),),
+            )
+            return [(int(p), state) for p, state in await cursor.fetchall()]
+
+    async def clock_states(self, referral_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Engine states of these referrals (those with no row are absent), in one query."""
+        wanted = {_clean(rid): rid for rid in referral_ids}
+        if not wanted:
+            return {}
+        async with self._session("reading clocks") as conn:
+            cursor = await conn.execute(
+                "SELECT referral_id, engine_state FROM clocks WHERE referral_id = ANY(%s::text[])",
+                (list(wanted),),
+            )
+            return {wanted[rid]: state for rid, state in await cursor.fetchall()}
+
+    # -- write ---------------------------------------------------------------------------------
+
+    async def write(self, batch: Batch) -> None:
+        """Audit rows, clock upserts and positions in ONE transaction (see module docstring).
+
+        An event id already stored is ignored (R8); a referral's row is replaced by the latest.
+        """
+        if not batch:
+            return
+        events = [_event_values(row) for row in batch.events]
+        # One row per referral (the last given wins): an upsert cannot touch a row twice.
+        latest = {_clean(row.referral_id): row for row in batch.clocks}
+        rules = self.rules
+        clocks = [_clock_values(row, rules) for row in latest.values()]
+        positions = sorted(batch.positions.items())
+        async with (
+            self._session("writing a batch") as conn,
+            conn.transaction(),
+            conn.cursor() as cursor,
+        ):
+            if events:
+                async with cursor.copy(_COPY_EVENTS) as copy:
+                    for values in events:
+                        await copy.write_row(values)
+                await cursor.execute(_INSERT_EVENTS)
+            if clocks:
+                async with cursor.copy(_COPY_CLOCKS) as copy:
+                    for values in clocks:
+                        await copy.write_row(values)
+                await cursor.execute(_INSERT_CLOCKS)
+            if positions:
+                await cursor.execute(
+                    _UPSERT_POSITIONS,
+                    (
+                        [_clean(topic) for (topic, _), _ in positions],
+                        [partition for (_, partition), _ in positions],
+                        [offset for _, offset in positions],
+                    ),
+                )
+
+    # -- reads for consoles and tests ----------------------------------------------------------
+
+    async def counts(self, now: int | None = None) -> Counts:
+        """Open clocks by (region, state), and type-05 clocks stopped/met since local midnight.
+
+        `now`: epoch seconds (default: the wall clock); "today" is its local date under the
+        store's rules.
+        """
+        if now is None:
+            now = int(time.time())
+        midnight = self.rules.local_instant(self.rules.local_date(now), _MIDNIGHT)
+        async with self._session("counting clocks") as conn:
+            cursor = await conn.execute(
+                "SELECT coalesce(region, 'unknown'), state, count(*) FROM clocks"
+                " WHERE is_open GROUP BY 1, 2"
+            )
+            open_clocks: dict[tuple[str, str], int] = {}
+            pending = 0
+            for region, state, count in await cursor.fetchall():
+                if state == PENDING:
+                    pending += int(count)
+                else:
+                    open_clocks[(region, state)] = int(count)
+            cursor = await conn.execute(
+                "SELECT count(*), count(*) FILTER (WHERE state = 'met') FROM clocks"
+                " WHERE clock_type = %s AND state IN ('met', 'not_met')"
+                " AND clock_stop >= to_timestamp(%s) AND clock_stop <= to_timestamp(%s)",
+                (CLOCK_UCR, midnight, now),
+            )
+            row = await cursor.fetchone()
+            stopped, met = (int(row[0]), int(row[1])) if row is not None else (0, 0)
+        return Counts(open_clocks, pending, stopped, met)
+
+    async def outcome_rows(self) -> list[list[str]]:
+        """Every referral's stored outcome as a CONTRACT section 2 CSV row, by referral id.
+
+        Referrals still pending (no `referral.received`) have no outcome and are left out.
+        """
+        async with self._session("reading outcomes") as conn:
+            cursor = await conn.execute(
+                "SELECT " + _OUTCOME_COLUMNS + " FROM clocks WHERE state <> %s"
+                ' ORDER BY referral_id COLLATE "C"',
+                (PENDING,),
+            )
+            rows = await cursor.fetchall()
+        return [
+            Outcome(
+                rid, pathway, clock_type, region, icb, provider,
+                _epoch(start), _epoch(stop), wait, state, reason,
+            ).to_row()
+            for rid, pathway, clock_type, region, icb, provider, start, stop, wait, state, reason
+            in rows
+        ]  # fmt: skip
+
+    # -- internals -----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _session(self, what: str) -> AsyncIterator[Connection]:
+        """The live connection (reconnecting if it was lost), psycopg errors wrapped."""
+        async with self._lock:
+            if self._conn.closed or self._conn.broken:
+                await self._conn.close()
+                self._conn = await _async_connect(self._url)
+            try:
+                yield self._conn
+            except psycopg.Error as exc:
+                raise _wrap(exc, what) from exc
+
+
+# -- row building ------------------------------------------------------------------------------
+
+
+def _event_values(row: AuditRow) -> tuple[Any, ...]:
+    return (
+        _clean(row.event_id),
+        _clean(row.referral_id),
+        _clean(row.type),
+        row.event_time,
+        _clean(row.source),
+        row.kafka_partition,
+        row.kafka_offset,
+        _json(row.document),
+    )
+
+
+def _clock_values(row: ClockRow, rules: Rules) -> tuple[Any, ...]:
+    """The `cw_clocks_in` columns of a row: CSDS columns from the outcome and the state."""
+    received = row.state.get("received")
+    received_at = int(received[0]) if received else None
+    outcome = row.outcome
+    if outcome is None:
+        return (
+            _clean(row.referral_id), row.kafka_partition, None, None, None, None, None,
+            received_at, None, None, None, None, None, None,
+            PENDING, None, True, row.contacts, row.next_change_at, _json(row.state),
+        )  # fmt: skip
+    start, stop, wait = outcome.clock_start, outcome.clock_stop, outcome.wait_seconds
+    minutes = wait // 60 if wait is not None else None
+    nights = (
+        (rules.local_date(stop) - rules.local_date(start)).days
+        if start is not None and stop is not None
+        else None
+    )
+    breach_at = (
+        Clock.thresholds(rules, outcome.clock_type, start)[1]
+        if start is not None and outcome.clock_type in (CLOCK_UCR, CLOCK_REABLEMENT)
+        else None
+    )
+    return (
+        _clean(row.referral_id), row.kafka_partition, _clean(outcome.pathway),
+        outcome.clock_type, _clean(outcome.region), _clean(outcome.icb),
+        _clean(outcome.provider), received_at, start, stop, wait, minutes, nights, breach_at,
+        outcome.state, outcome.exclusion_reason, outcome.state in OPEN_STATES, row.contacts,
+        row.next_change_at, _json(row.state),
+    )  # fmt: skip
+
+
+_MIDNIGHT: Final = datetime.min.time()
+# Characters PostgreSQL text cannot hold (NUL) or UTF-8 cannot encode (lone surrogates).
+_UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
+# In ASCII-only JSON, those appear as these escapes (jsonb also refuses \u0000).
+_UNSTORABLE_ESCAPE: Final = re.compile(r"\\u(?:0000|d[89a-f])")
+# One encoder for every row (json.dumps with options builds a new one per call).
+_ENCODE: Final = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _clean(text: str) -> str:
+    """`text` with unstorable characters replaced by U+FFFD (fast when there are none)."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
+def _json(value: dict[str, Any]) -> str:
+    """Compact JSON text for a jsonb column, unstorable characters replaced."""
+    text = _ENCODE(value)
+    if "\\u" in text and _UNSTORABLE_ESCAPE.search(text):
+        # Rare: re-encode from a cleaned tree (a regex on the text could split an escaped
+        # backslash from what follows it).
+        text = _ENCODE(_clean_tree(value))
+    return text
+
+
+def _clean_tree(value: Any) -> Any:
+    if isinstance(value, str):
+        return _clean(value)
+    if isinstance(value, dict):
+        return {_clean(str(k)): _clean_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean_tree(v) for v in value]
+    return value
+
+
+def _epoch(instant: datetime | None) -> int | None:
+    return int(instant.timestamp()) if instant is not None else None
+
+
+# -- connections and errors --------------------------------------------------------------------
+
+# SQLSTATEs worth a retry: the same statement may succeed on a fresh attempt or connection.
+_TRANSIENT_CLASSES: Final = frozenset(
+    {
+        "08",  # connection exception
+        "40",  # transaction rollback: serialization failure, deadlock, completion unknown
+        "53",  # insufficient resources: too many connections, out of memory
+        "57",  # operator intervention: admin/crash shutdown, cannot connect now, cancel
+        "58",  # system error (I/O) outside PostgreSQL
+    }
+)
+_TRANSIENT_STATES: Final = frozenset({"55P03"})  # lock_not_available (lock_timeout)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True if retrying the operation (on a new connection) may succeed.
+
+    Transient: connection refused or lost, server shutting down or starting, too many
+    connections, serialization failure, deadlock, lock or statement timeout. Permanent:
+    everything else (bad SQL, constraint violations, permissions, bad data). Accepts the
+    `ServiceError`s this module raises (judged by their psycopg cause) and raw psycopg errors.
+    """
+    if isinstance(exc, ServiceUnavailableError):
+        return True
+    seen = 0
+    while isinstance(exc, ServiceError) and exc.__cause__ is not None and seen < 5:
+        exc, seen = exc.__cause__, seen + 1
+    if isinstance(exc, psycopg.Error):
+        state = exc.sqlstate
+        if state is None:
+            # No server verdict: the client lost the connection (or never had one).
+            return isinstance(exc, psycopg.OperationalError)
+        return state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES
+    return isinstance(exc, ConnectionError | TimeoutError)
+
+
+def _connect_options(url: str) -> dict[str, Any]:
+    try:
+        given = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigurationError(
+            f"invalid PostgreSQL URL: {_redact(_first_line(str(exc)), url)}"
+        ) from exc
+    options: dict[str, Any] = {"autocommit": True}
+    if "connect_timeout" not in given:
+        options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    if "application_name" not in given:
+        options["application_name"] = APPLICATION_NAME
+    return options
+
+
+async def _async_connect(url: str) -> Connection:
+    options = _connect_options(url)
+    try:
+        conn = await psycopg.AsyncConnection.connect(url, **options)
+        async with conn.cursor() as cursor:
+            for statement in _STAGING:
+                await cursor.execute(statement)
+    except psycopg.Error as exc:
+        raise _unreachable(exc, url) from exc
+    return conn
+
+
+def _sync_connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
+    options = _connect_options(url)
+    try:
+        return psycopg.connect(url, **options)
+    except psycopg.Error as exc:
+        raise _unreachable(exc, url) from exc
+
+
+def _unreachable(exc: psycopg.Error, url: str) -> ServiceError:
+    detail = _redact(_first_line(str(exc)).removeprefix("connection failed: "), url)
+    return ServiceUnavailableError(f"cannot connect to PostgreSQL at {_where(url)}: {detail}")
+
+
+def _wrap(exc: psycopg.Error, what: str) -> ServiceError:
+    detail = _first_line(str(exc)) or type(exc).__name__
+    state = f" [{exc.sqlstate}]" if exc.sqlstate else ""
+    message = f"PostgreSQL error {what}: {detail}{state}"
+    if exc.sqlstate is None and isinstance(exc, psycopg.OperationalError):
+        return ServiceUnavailableError(message)
+    if exc.sqlstate is not None and (exc.sqlstate[:2] == "08" or exc.sqlstate[:3] == "57P"):
+        return ServiceUnavailableError(message)  # connection lost, server shutting down
+    return ServiceError(message)
+
+
+@contextmanager
+def _wrapped(what: str) -> Iterator[None]:
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise _wrap(exc, what) from exc
+
+
+def _where(url: str) -> str:
+    """user@host:port/dbname of a connection string, never its password."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "(unparsable URL)"
+    host = params.get("host") or params.get("hostaddr") or "localhost"
+    port = params.get("port") or "5432"
+    user = f"{params['user']}@" if params.get("user") else ""
+    dbname = params.get("dbname") or ""
+    return f"{user}{host}:{port}/{dbname}"
+
+
+def _redact(text: str, url: str) -> str:
+    """Remove any password of `url` (and anything password-like) from a message."""
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except psycopg.ProgrammingError:
+        password = None
+    if password:
+        text = text.replace(str(password), "***")
+    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", text, flags=re.IGNORECASE)
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return " ".join(line.split())
+    return ""
