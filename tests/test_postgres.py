@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from consumers.postgres import (
     PENDING,
@@ -39,9 +37,6 @@ from tests.factory import at, cancelled, contact, received, triaged
 
 pytestmark = pytest.mark.integration
 
-SERVER = os.environ.get(
-    "CRISISWATCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 ALL_MIGRATIONS = [m.name for m in migrations()]
 RULES = Rules()
 EV = "referral.received"
@@ -52,37 +47,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-def url_of(server: str, dbname: str) -> str:
-    params = psycopg.conninfo.conninfo_to_dict(server)
-    params["dbname"] = dbname
-    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
-
-
 # -- databases ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def new_database() -> Iterator[Callable[[], str]]:
-    """A factory of fresh, empty databases on the test server, all dropped at the end."""
-    try:
-        admin = psycopg.connect(SERVER, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is required for integration tests ({SERVER}): {exc}")
-    prefix = f"cw_test_{secrets.token_hex(4)}"
-    created: list[str] = []
-
-    def create() -> str:
-        name = f"{prefix}_{len(created)}"
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        created.append(name)
-        return url_of(SERVER, name)
-
-    with admin:
-        yield create
-        for name in created:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 @pytest.fixture(scope="session")

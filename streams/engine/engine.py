@@ -95,6 +95,11 @@ class Engine:
                 changes.append(change)
         return changes
 
+    def refresh(self, referral_id: str, now: int) -> Change | None:
+        """Judge one referral at `now` after `ingest`s; its change, if its outcome moved."""
+        clock = self._clocks.get(referral_id)
+        return self._refresh(clock, now) if clock is not None else None
+
     def advance(self, now: int) -> list[Change]:
         """Report every clock whose live state changed by `now` with no event arriving."""
         heap = self._deadlines

@@ -1,0 +1,389 @@
+"""The live pipeline without Faust: Kafka messages in; engine; Kafka and PostgreSQL out.
+
+Faust (`consumers/worker.py`) only feeds this class batches of messages and ticks; everything
+that decides correctness is here, testable with a fake sink and a real PostgreSQL.
+
+Exactly-once effects from at-least-once parts
+---------------------------------------------
+PostgreSQL is the system of record. For each batch, in this order:
+
+1. decode; merge the events into the engine (clocks of referrals not in memory are first
+   loaded from PostgreSQL); the engine reports the referrals whose outcome changed;
+2. publish those outcomes (and the batch's dead letters) to Kafka and wait for the acks;
+3. write, in ONE transaction, the audit rows, the touched clocks (facts *and* the outcome last
+   published) and the next offset of every partition in the batch.
+
+A crash before 3 commits nothing: the restarted worker restores the clocks from PostgreSQL,
+seeks every partition to its stored offset and redoes the batch, which yields the same changes
+(the merge is deterministic and idempotent), so outcomes are published at least once and
+identical each time; clocks, audit rows and positions are written exactly once. Kafka's own
+committed offsets and Faust's changelogs play no part (the broker here cannot be trusted with
+them, and Apache Kafka does not need them for this to be correct).
+
+Partitions and memory
+---------------------
+A worker owns the clocks of the partitions assigned to it. On assignment it loads the open
+(and pending) clocks of those partitions and their stored offsets; on revocation it drops them.
+A clock that closes is written and evicted; a late event for it reloads it by referral id.
+Memory therefore holds the open clocks only.
+
+Wall-clock changes
+------------------
+`tick()` (called a few times a second) advances the engine's deadline index to the wall clock:
+only due clocks are touched, their changes are published and their rows rewritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import ParamSpec, Protocol, TypeVar
+
+from consumers.postgres import AuditRow, Batch, ClockRow, Store, clock_row, is_transient
+from streams.codec import Codec, Rejection
+from streams.engine import Change, Engine, Event, Outcome
+from streams.engine.event import RECEIVED, UNKNOWN
+from streams.errors import ServiceError
+from streams.pseudonym import may_contain
+
+log = logging.getLogger("crisiswatch.pipeline")
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One consumed Kafka record."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A refused message for the DLQ: the original bytes (NHS numbers replaced) and why."""
+
+    key: bytes | None
+    value: bytes
+    reason: str
+    field: str | None
+    detail: str
+    partition: int
+    offset: int
+
+
+class Sink(Protocol):
+    """Where outcome changes and dead letters go (Kafka live; a list in tests)."""
+
+    async def publish(self, outcomes: Sequence[Outcome], dead: Sequence[DeadLetter]) -> None: ...
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters the metrics adapter reads (monotonic; never reset)."""
+
+    events: Counter[str] = field(default_factory=Counter)  # accepted, by type
+    duplicates: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)  # by reason
+    changes: int = 0
+    withdrawn: Counter[tuple[str, str]] = field(default_factory=Counter)  # (pathway, region)
+    stopped: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
+    received: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    waits: list[tuple[str, str, int]] = field(default_factory=list)  # drained by metrics
+    batches: int = 0
+    last_event_time: int | None = None
+    last_write: float | None = None  # wall clock of the last committed transaction
+    write_seconds: list[float] = field(default_factory=list)  # drained by metrics
+    in_flight: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff for transient failures of PostgreSQL or Kafka (never gives up)."""
+
+    first_delay: float = 0.1  # seconds
+    max_delay: float = 5.0
+    factor: float = 2.0
+
+
+Listener = Callable[[Sequence[Change], int], Awaitable[None] | None]
+
+
+class Pipeline:
+    """One worker's clocks, and the steps of the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        codec: Codec,
+        store: Store,
+        sink: Sink,
+        topic: str,
+        clock: Callable[[], float] = time.time,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.engine = engine
+        self.codec = codec
+        self.store = store
+        self.sink = sink
+        self.topic = topic
+        self.clock = clock
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.stats = Stats()
+        self.listeners: list[Listener] = []
+        self._lock = asyncio.Lock()
+        self._positions: dict[int, int] = {}  # owned partition -> next offset to process
+        self._partition_of: dict[str, int] = {}  # referral id -> partition, for clocks in memory
+        self._rewound: dict[int, int] = {}  # partition -> position we last rewound it to
+
+    # -- partitions ----------------------------------------------------------------------------
+
+    @property
+    def partitions(self) -> frozenset[int]:
+        return frozenset(self._positions)
+
+    async def assign(self, partitions: Iterable[int]) -> dict[int, int]:
+        """Own these partitions: load their clocks (once) and return their next offsets."""
+        async with self._lock:
+            await self._load([p for p in partitions if p not in self._positions])
+            return {p: self._positions[p] for p in partitions}
+
+    async def revoke(self, partitions: Iterable[int]) -> None:
+        """Give partitions up: their clocks leave memory (they are all in PostgreSQL)."""
+        async with self._lock:
+            gone = set(partitions)
+            for referral_id, partition in list(self._partition_of.items()):
+                if partition in gone:
+                    self.engine.evict(referral_id)
+                    del self._partition_of[referral_id]
+            for partition in gone:
+                self._positions.pop(partition, None)
+            if gone:
+                log.info("revoked partitions %s", sorted(gone))
+
+    async def _load(self, partitions: list[int]) -> None:
+        if not partitions:
+            return
+        positions = await self._retrying(
+            "load positions", self.store.positions, self.topic, partitions
+        )
+        states = await self._retrying("load clocks", self.store.open_clock_states, partitions)
+        for partition, state in states:
+            self.engine.load(state)
+            self._partition_of[state["referral_id"]] = partition
+        for partition in partitions:
+            self._positions[partition] = positions.get(partition, 0)
+        log.info(
+            "assigned partitions %s: %d open clocks restored, positions %s",
+            sorted(partitions),
+            len(states),
+            {p: self._positions[p] for p in sorted(partitions)},
+        )
+
+    # -- batches -------------------------------------------------------------------------------
+
+    async def process(self, messages: Sequence[Message]) -> dict[int, int]:
+        """Process a batch; returns partitions to rewind {partition: offset} (a gap was seen).
+
+        Messages below a partition's stored position were already committed and are skipped.
+        A partition whose first message lies beyond its stored position has lost messages in
+        between (the consumer was positioned by something other than our store): its messages
+        are dropped and the caller must seek it back to the returned offset.
+        """
+        async with self._lock:
+            self.stats.in_flight = len(messages)
+            try:
+                return await self._process(messages)
+            finally:
+                self.stats.in_flight = 0
+
+    async def _process(self, messages: Sequence[Message]) -> dict[int, int]:
+        await self._load(sorted({m.partition for m in messages} - self._positions.keys()))
+        rewind: dict[int, int] = {}
+        expected = dict(self._positions)
+        started: set[int] = set()
+        todo: list[Message] = []
+        for message in messages:
+            partition = message.partition
+            position = expected[partition]
+            if partition in rewind or message.offset < position:
+                continue  # rewinding; or committed before a restart or rebalance
+            if partition not in started and message.offset > position:
+                # The consumer was not positioned by our store (it resumed from somewhere
+                # else): rewind once. If the same gap comes back, the records are gone
+                # (retention) and waiting would never end: go on, loudly.
+                if self._rewound.get(partition) != position:
+                    self._rewound[partition] = position
+                    rewind[partition] = position
+                    continue
+                log.error(
+                    "partition %d: offsets %d..%d are no longer on the broker; continuing",
+                    partition,
+                    position,
+                    message.offset - 1,
+                )
+            started.add(partition)
+            expected[partition] = message.offset + 1
+            todo.append(message)
+        if rewind:
+            log.warning("consumer ahead of stored positions; rewinding %s", rewind)
+        if not todo:
+            return rewind
+
+        decode = self.codec.decode_document
+        accepted: list[tuple[Message, Event, dict[str, object]]] = []
+        dead: list[DeadLetter] = []
+        for message in todo:
+            result = decode(message.value)
+            if isinstance(result, Rejection):
+                dead.append(self._dead_letter(message, result))
+                self.stats.rejected[result.reason] += 1
+            else:
+                accepted.append((message, result[0], result[1]))
+
+        # Referrals not in memory may exist in PostgreSQL (closed clocks, another owner's past).
+        missing = {e.referral_id for _, e, _ in accepted if e.referral_id not in self.engine}
+        if missing:
+            states = await self._retrying("load referrals", self.store.clock_states, missing)
+            for state in states.values():
+                self.engine.load(state)
+
+        engine = self.engine
+        now = int(self.clock())
+        touched: dict[str, None] = {}  # insertion-ordered set
+        for message, event, _ in accepted:
+            touched[event.referral_id] = None
+            self._partition_of[event.referral_id] = message.partition
+            if engine.ingest(event) is None:
+                self.stats.duplicates += 1
+            else:
+                self.stats.events[event.type] += 1
+                if event.type == RECEIVED:
+                    key = (event.pathway or "", event.region or UNKNOWN, event.icb or UNKNOWN)
+                    self.stats.received[key] += 1
+                if self.stats.last_event_time is None or event.time > self.stats.last_event_time:
+                    self.stats.last_event_time = event.time
+        changes = [c for c in (engine.refresh(r, now) for r in touched) if c is not None]
+
+        audit = [
+            AuditRow(
+                event.id,
+                event.referral_id,
+                event.type,
+                event.time,
+                str(document.get("source", "")),
+                message.partition,
+                message.offset,
+                document,
+            )
+            for message, event, document in accepted
+        ]
+        positions = {(self.topic, p): offset for p, offset in expected.items() if p not in rewind}
+        await self._emit(changes, dead, now)
+        await self._write(Batch(audit, self._clock_rows(touched), positions))
+        self._positions.update({p: o for (_, p), o in positions.items()})
+        self._evict_closed(touched)
+        self.stats.batches += 1
+        return rewind
+
+    async def tick(self) -> int:
+        """Publish the live-state changes due by the wall clock; returns how many."""
+        deadline = self.engine.next_deadline()
+        now = int(self.clock())
+        if deadline is None or deadline > now:
+            return 0
+        async with self._lock:
+            changes = self.engine.advance(int(self.clock()))
+            if not changes:
+                return 0
+            await self._emit(changes, [], now)
+            touched = [c.outcome.referral_id for c in changes]
+            await self._write(Batch([], self._clock_rows(touched), {}))
+            self._evict_closed(touched)
+            return len(changes)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _clock_rows(self, referral_ids: Iterable[str]) -> list[ClockRow]:
+        rows = []
+        for referral_id in referral_ids:
+            clock = self.engine.clock(referral_id)
+            if clock is not None:
+                partition = self._partition_of.get(referral_id)
+                rows.append(clock_row(clock, clock.published, clock.scheduled, partition))
+        return rows
+
+    def _evict_closed(self, touched: Iterable[str]) -> None:
+        for referral_id in touched:
+            clock = self.engine.clock(referral_id)
+            if clock is not None and clock.published is not None and not clock.published.is_open:
+                self.engine.evict(referral_id)
+                self._partition_of.pop(referral_id, None)
+
+    async def _emit(self, changes: Sequence[Change], dead: Sequence[DeadLetter], now: int) -> None:
+        stats = self.stats
+        for change in changes:
+            outcome = change.outcome
+            if change.breach_withdrawn:
+                stats.withdrawn[(outcome.pathway, outcome.region)] += 1
+            previous = change.previous
+            if outcome.state in ("met", "not_met") and (
+                previous is None or previous.state not in ("met", "not_met")
+            ):
+                stats.stopped[(outcome.pathway, outcome.region, outcome.icb, outcome.state)] += 1
+                if outcome.wait_seconds is not None:
+                    stats.waits.append((outcome.pathway, outcome.region, outcome.wait_seconds))
+        stats.changes += len(changes)
+        if changes or dead:
+            await self._retrying(
+                "publish", self.sink.publish, [c.outcome for c in changes], list(dead)
+            )
+        for listener in self.listeners:
+            result = listener(changes, now)
+            if result is not None:
+                await result
+
+    async def _write(self, batch: Batch) -> None:
+        began = time.perf_counter()
+        await self._retrying("write", self.store.write, batch)
+        self.stats.write_seconds.append(time.perf_counter() - began)
+        self.stats.last_write = self.clock()
+
+    def _dead_letter(self, message: Message, rejection: Rejection) -> DeadLetter:
+        value = message.value
+        if may_contain(value):
+            value = self.codec.scrub_text(value).encode("utf-8", errors="surrogateescape")
+        return DeadLetter(
+            message.key,
+            value,
+            rejection.reason,
+            rejection.field,
+            rejection.detail,
+            message.partition,
+            message.offset,
+        )
+
+    async def _retrying(
+        self, what: str, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        delay = self.retry.first_delay
+        attempt = 0
+        while True:
+            try:
+                return await call(*args, **kwargs)
+            except (ServiceError, OSError) as exc:
+                if isinstance(exc, ServiceError) and not is_transient(exc):
+                    raise
+                attempt += 1
+                log.warning(
+                    "%s failed (attempt %d), retrying in %.1fs: %s", what, attempt, delay, exc
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * self.retry.factor, self.retry.max_delay)

@@ -1,0 +1,218 @@
+"""`crisiswatch worker`: the Faust app around `consumers.pipeline.Pipeline`.
+
+Faust owns the consumer group (partition assignment, rebalances, fetching); the pipeline owns
+correctness. Three pieces of glue:
+
+* an agent takes batches of events (`take_events`, with partition and offset) and hands them
+  to `Pipeline.process`, seeking back any partition it asks to rewind;
+* a timer calls `Pipeline.tick` four times a second, so a clock turns at risk or breached
+  within a second of its threshold with no event arriving;
+* the consumer's `perform_seek` is wrapped: Faust seeks assigned partitions to the offsets
+  *Kafka* has committed (after every assignment); the wrapper then seeks them again to the
+  positions stored in PostgreSQL, loading those partitions' open clocks on the way. Kafka's
+  committed offsets are never trusted (see the pipeline docstring).
+
+A batch that fails for a reason retries cannot fix is fatal: the process exits non-zero and
+its supervisor restarts it from PostgreSQL, rather than carrying on past a hole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaProducer
+from faust.types import TP
+
+from consumers.pipeline import DeadLetter, Message, Pipeline
+from consumers.postgres import Store
+from streams.codec import Codec
+from streams.engine import Engine, Outcome, Rules
+from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
+
+log = logging.getLogger("crisiswatch.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    kafka: str
+    database_url: str
+    group_id: str = "crisiswatch"
+    events_topic: str = EVENTS_TOPIC
+    outcomes_topic: str = OUTCOMES_TOPIC
+    dlq_topic: str = DLQ_TOPIC
+    batch_size: int = 2000  # events per pipeline batch (one PostgreSQL transaction)
+    batch_wait: float = 0.1  # seconds to wait for a batch to fill
+    tick_interval: float = 0.25  # seconds between deadline checks
+    session_timeout: float = 6.0  # seconds; a dead worker's partitions move after this
+    data_dir: str = "/tmp/crisiswatch-worker"
+
+
+class KafkaSink:
+    """Outcome records and dead letters to Kafka (aiokafka; no idempotence: see README)."""
+
+    def __init__(self, bootstrap: str, outcomes_topic: str, dlq_topic: str) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks=1,
+            linger_ms=5,
+            enable_idempotence=False,
+            max_request_size=4 * 1024 * 1024,
+        )
+        self._outcomes = outcomes_topic
+        self._dlq = dlq_topic
+        self._started = False
+
+    async def start(self) -> None:
+        if not self._started:
+            await self._producer.start()
+            self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            await self._producer.stop()
+            self._started = False
+
+    async def publish(self, outcomes: Sequence[Outcome], dead: Sequence[DeadLetter]) -> None:
+        await self.start()
+        send = self._producer.send
+        futures = [
+            await send(
+                self._outcomes,
+                key=o.referral_id.encode(),
+                value=json.dumps(o.to_record(), separators=(",", ":")).encode(),
+            )
+            for o in outcomes
+        ]
+        for letter in dead:
+            headers = [
+                ("reason", letter.reason.encode()),
+                ("detail", letter.detail.encode()),
+                ("source-partition", str(letter.partition).encode()),
+                ("source-offset", str(letter.offset).encode()),
+            ]
+            if letter.field is not None:
+                headers.append(("field", letter.field.encode()))
+            futures.append(
+                await send(self._dlq, key=letter.key, value=letter.value, headers=headers)
+            )
+        if futures:
+            await asyncio.gather(*futures)
+
+
+class CrisiswatchApp(faust.App):  # type: ignore[misc]
+    """faust.App whose consumer re-seeks to positions stored in PostgreSQL (module doc)."""
+
+    pipeline: Pipeline
+    events_topic_name: str
+
+    def _new_consumer(self) -> Any:
+        consumer = super()._new_consumer()
+        original = consumer.perform_seek
+
+        async def perform_seek() -> None:
+            await original()
+            mine = [tp for tp in consumer.assignment() if tp.topic == self.events_topic_name]
+            if not mine:
+                return
+            positions = await self.pipeline.assign([tp.partition for tp in mine])
+            for tp in mine:
+                await consumer.seek(tp, positions[tp.partition])
+
+        consumer.perform_seek = perform_seek
+        return consumer
+
+
+def build_app(config: WorkerConfig, pipeline: Pipeline) -> CrisiswatchApp:
+    app = CrisiswatchApp(
+        config.group_id,
+        broker=f"kafka://{config.kafka.split(',')[0]}",
+        store="memory://",
+        datadir=config.data_dir,
+        broker_session_timeout=config.session_timeout,
+        broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=60.0,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=1,
+        # Faust's commits are advisory only (positions live in PostgreSQL).
+        broker_commit_every=10_000,
+        broker_commit_interval=2.8,
+        web_enabled=False,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        stream_buffer_maxsize=max(4096, config.batch_size * 2),
+    )
+    app.pipeline = pipeline
+    app.events_topic_name = config.events_topic
+    topic = app.topic(config.events_topic, value_serializer="raw", key_serializer="raw")
+
+    @app.agent(topic)  # type: ignore[untyped-decorator]
+    async def consume(stream: Any) -> None:
+        async for events in stream.take_events(config.batch_size, within=config.batch_wait):
+            batch = [
+                Message(e.message.partition, e.message.offset, e.message.key, e.value)
+                for e in events
+            ]
+            try:
+                rewind = await pipeline.process(batch)
+            except Exception:
+                log.exception("batch failed beyond retry; exiting so the worker restarts clean")
+                logging.shutdown()
+                os._exit(70)
+            for partition, offset in rewind.items():
+                await app.consumer.seek(TP(config.events_topic, partition), offset)
+
+    @app.timer(interval=config.tick_interval)  # type: ignore[untyped-decorator]
+    async def tick() -> None:
+        try:
+            await pipeline.tick()
+        except Exception:
+            log.exception("deadline tick failed beyond retry; exiting")
+            logging.shutdown()
+            os._exit(70)
+
+    @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
+    async def on_revoked(app: Any, revoked: set[Any], **_: Any) -> None:
+        await pipeline.revoke(tp.partition for tp in revoked if tp.topic == config.events_topic)
+
+    return app
+
+
+async def make_pipeline(
+    config: WorkerConfig, rules: Rules, codec: Codec
+) -> tuple[Pipeline, Store, KafkaSink]:
+    store = await Store.connect(config.database_url, rules=rules)
+    sink = KafkaSink(config.kafka, config.outcomes_topic, config.dlq_topic)
+    pipeline = Pipeline(
+        engine=Engine(rules), codec=codec, store=store, sink=sink, topic=config.events_topic
+    )
+    return pipeline, store, sink
+
+
+def run(config: WorkerConfig, rules: Rules, codec: Codec) -> None:
+    """Run a worker until SIGTERM/SIGINT (Faust's worker handles the signals and drains)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    pipeline, store, sink = loop.run_until_complete(make_pipeline(config, rules, codec))
+    app = build_app(config, pipeline)
+    worker = faust.Worker(app, loop=loop, loglevel="INFO", quiet=True)
+
+    @app.on_before_shutdown.connect  # type: ignore[untyped-decorator]
+    async def close(app: Any, **_: Any) -> None:
+        await sink.stop()
+        await store.close()
+
+    worker.execute_from_commandline()
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
