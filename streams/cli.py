@@ -16,6 +16,7 @@ import click
 from pydantic import ValidationError
 
 from streams.errors import ConfigurationError, CrisiswatchError, InputError
+from streams.options import database_option, kafka_option
 
 
 def _parse_instant(value: str, option: str) -> int:
@@ -132,6 +133,101 @@ def replay(
         )
 
 
+@cli.command()
+@kafka_option
+@database_option
+@click.option("--group", default="crisiswatch", show_default=True, help="Consumer group id.")
+@click.option(
+    "--batch-size", type=click.IntRange(1, 100_000), default=2000, show_default=True,
+    help="Events per batch (one PostgreSQL transaction).",
+)  # fmt: skip
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+    help="Faust's working directory (default: a per-process temporary directory).",
+)  # fmt: skip
+@click.option("--log-level", default="INFO", show_default=True, help="Logging level.")
+def worker(
+    kafka: str,
+    database_url: str,
+    group: str,
+    batch_size: int,
+    data_dir: Path | None,
+    log_level: str,
+) -> None:
+    """The live stream worker: referral-events -> clocks -> referral-outcomes and PostgreSQL.
+
+    Scale out by running more workers with the same --group (up to one per partition).
+    """
+    import tempfile
+
+    from consumers.worker import WorkerConfig, configure_logging, run
+    from streams.codec import Codec
+    from streams.settings import PrivacySettings, RulesSettings
+
+    configure_logging(log_level)
+    rules = _settings(RulesSettings).rules()
+    codec = Codec(_settings(PrivacySettings).pseudonymiser())
+    directory = data_dir or Path(tempfile.mkdtemp(prefix="crisiswatch-worker-"))
+    config = WorkerConfig(
+        kafka=kafka,
+        database_url=database_url,
+        group_id=group,
+        batch_size=batch_size,
+        data_dir=str(directory),
+    )
+    run(config, rules, codec)
+
+
+@cli.command()
+@click.option(
+    "--kafka", envvar="CRISISWATCH_KAFKA", show_envvar=True, default=None, metavar="HOST:PORT",
+    help="Use this broker instead of starting an embedded one.",
+)  # fmt: skip
+@click.option(
+    "--database-url", envvar="CRISISWATCH_DATABASE_URL", show_envvar=True, default=None,
+    metavar="URL", help="Use this PostgreSQL instead of starting an embedded one.",
+)  # fmt: skip
+@click.option(
+    "--speed", type=click.FloatRange(min=0.01), default=20.0, show_default=True,
+    help="Referral rate as a multiple of England's real rate.",
+)  # fmt: skip
+@click.option(
+    "--duration", type=click.FloatRange(min=1), default=None,
+    help="Stop after this many seconds (default: run until Ctrl-C).",
+)  # fmt: skip
+@click.option("--refresh", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
+              help="Seconds between console summaries.")  # fmt: skip
+@click.option("--seed", type=int, default=None, help="Simulator seed (default: random).")
+def demo(
+    kafka: str | None,
+    database_url: str | None,
+    speed: float,
+    duration: float | None,
+    refresh: float,
+    seed: int | None,
+) -> None:
+    """The whole system on one machine: broker, database, worker, simulated England.
+
+    Nothing to install: an embedded Kafka-protocol broker and PostgreSQL start on free
+    loopback ports unless --kafka / --database-url are given. Prints a live summary by
+    region; Ctrl-C stops everything cleanly.
+    """
+    import secrets
+
+    from consumers.demo import DemoOptions, run_demo
+
+    run_demo(
+        DemoOptions(
+            kafka=kafka,
+            database_url=database_url,
+            speed=speed,
+            duration=duration,
+            refresh=refresh,
+            seed=seed if seed is not None else secrets.randbelow(2**31),
+        )
+    )
+
+
 def _settings(model: type[Any]) -> Any:
     try:
         return model()
@@ -139,6 +235,15 @@ def _settings(model: type[Any]) -> Any:
         first = exc.errors()[0]
         name = "CRISISWATCH_" + str(first["loc"][0]).upper() if first.get("loc") else model.__name__
         raise ConfigurationError(f"{name}: {first['msg']}") from exc
+
+
+# The pipeline's operator commands (imports inside them keep `crisiswatch --help` fast).
+from consumers.commands import db, publish, simulate, topics  # noqa: E402
+
+cli.add_command(topics)
+cli.add_command(db)
+cli.add_command(publish)
+cli.add_command(simulate)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -316,3 +316,54 @@ def test_bad_input_goes_to_the_dlq_and_the_worker_carries_on(system: dict[str, A
     )  # fmt: skip
     assert all(b"9434765919" not in r.value and b"943 476 5919" not in r.value for r in dead)
     assert worker.process.poll() is None
+
+
+def test_two_workers_share_partitions_and_one_takes_over_from_postgres(
+    system: dict[str, Any], shared: Path
+) -> None:
+    lines, expected = golden(shared)
+    url = system["url"]
+    first = system["start"]("--batch-size", "40")
+    second = system["start"]("--batch-size", "40")
+
+    def owned(worker: Worker) -> str:
+        return worker.log.read_text(errors="replace")
+
+    wait_for(
+        lambda: "assigned partitions" in owned(first) and "assigned partitions" in owned(second),
+        60,
+        "both workers to own partitions",
+    )
+    produce(system["kafka"], lines[: len(lines) // 2])
+    wait_for(lambda: len(audit_ids(url)) > 500, 60, "the first half to be processed")
+    first.kill()
+    produce(system["kafka"], lines[len(lines) // 2 :])
+    wait_for(lambda: clock_rows(url) == expected, 120, "clocks equal to the golden outcomes")
+    assert len(audit_ids(url)) == 2091
+    assert second.process.poll() is None
+    # The survivor restored the dead worker's partitions from PostgreSQL.
+    assert owned(second).count("assigned partitions") >= 2
+    outcomes = latest_outcomes(read_topic(system["kafka"], OUTCOMES_TOPIC))
+    assert [as_row(outcomes[k]) for k in sorted(outcomes)] == expected
+
+
+def test_demo_runs_and_stores_outcomes(new_database: Callable[[], str]) -> None:
+    """`crisiswatch demo` with its embedded broker, against a database we can inspect."""
+    url = new_database()
+    result = subprocess.run(
+        [str(CRISISWATCH), "demo", "--database-url", url, "--duration", "20",
+         "--refresh", "5", "--speed", "20", "--seed", "7"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "demo: stopped cleanly" in result.stdout
+    assert "England" in result.stdout
+    with psycopg.connect(url) as conn:
+        clocks = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE is_open) FROM clocks"
+        ).fetchone()
+        events = conn.execute("SELECT count(*) FROM events").fetchone()
+    assert clocks is not None and events is not None
+    assert clocks[0] > 100 and clocks[1] > 0 and events[0] > clocks[0]

@@ -1,0 +1,206 @@
+"""`crisiswatch demo`: the whole live system on one machine, with nothing to install.
+
+Starts (unless given) an embedded Kafka-protocol broker and an embedded PostgreSQL on free
+loopback ports, creates the topics and the schema, runs one worker process, feeds it
+England-shaped referrals from the simulator, and prints a console summary until Ctrl-C.
+
+The feed starts three hours in the past (sent at once, so the console has open, at-risk and
+breached clocks and a % met straight away) and then runs live: each simulated line is sent
+when its arrival time comes on the wall clock, at `speed` times England's real referral rate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+import psycopg
+
+from consumers.embedded import EmbeddedBroker, EmbeddedPostgres
+from consumers.postgres import migrate
+from consumers.publisher import EventPublisher
+from consumers.topic import create_topics
+from streams.geography import regions
+from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
+from streams.simulation import SimulationConfig, simulate
+
+BACKFILL = timedelta(hours=3)
+PARTITIONS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    kafka: str | None
+    database_url: str | None
+    speed: float
+    duration: float | None  # seconds of wall time; None: until Ctrl-C
+    refresh: float  # seconds between console summaries
+    seed: int
+
+
+def run_demo(options: DemoOptions) -> None:
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with contextlib.ExitStack() as stack:
+            kafka = options.kafka
+            if kafka is None:
+                broker = stack.enter_context(EmbeddedBroker())
+                kafka = broker.bootstrap
+                click.echo(f"demo: embedded Kafka-protocol broker (Tansu) at {kafka}")
+            database_url = options.database_url
+            if database_url is None:
+                postgres = stack.enter_context(EmbeddedPostgres())
+                database_url = postgres.url
+                click.echo(f"demo: embedded PostgreSQL at {database_url}")
+            create_topics(
+                kafka, {EVENTS_TOPIC: PARTITIONS, OUTCOMES_TOPIC: PARTITIONS, DLQ_TOPIC: 1}
+            )
+            migrate(database_url)
+            worker = stack.enter_context(_worker(kafka, database_url))
+            failures: list[BaseException] = []
+            feed = threading.Thread(
+                target=_guarded,
+                args=(failures, stop, _feed, kafka, options, stop),
+                name="demo-feed",
+                daemon=True,
+            )
+            feed.start()
+            click.echo(
+                f"demo: worker pid {worker.pid}; simulated England at {options.speed:g}x the "
+                f"real referral rate; PostgreSQL tables clocks/events; topic {OUTCOMES_TOPIC}. "
+                "Ctrl-C stops."
+            )
+            started = time.monotonic()
+            while not stop.wait(options.refresh):
+                if worker.poll() is not None:
+                    raise click.ClickException(f"the worker exited with code {worker.returncode}")
+                click.echo(_summary(database_url))
+                if options.duration is not None and time.monotonic() - started >= options.duration:
+                    break
+            stop.set()
+            feed.join(timeout=15)
+            if failures:
+                raise click.ClickException(f"the simulator feed failed: {failures[0]}")
+            click.echo(_summary(database_url))
+            click.echo("demo: stopping")
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    click.echo("demo: stopped cleanly")
+
+
+@contextlib.contextmanager
+def _worker(kafka: str, database_url: str) -> Iterator[subprocess.Popen[bytes]]:
+    log = Path(tempfile.gettempdir()) / f"crisiswatch-demo-worker-{os.getpid()}.log"
+    env = {
+        **os.environ,
+        # Pseudonyms only need to link within the demo's lifetime.
+        "CRISISWATCH_PSEUDONYM_KEY": os.environ.get(
+            "CRISISWATCH_PSEUDONYM_KEY", secrets.token_hex(16)
+        ),
+    }
+    with log.open("ab") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--kafka", kafka,
+             "--database-url", database_url, "--log-level", "WARNING"],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches the demo, which stops the worker itself
+        )  # fmt: skip
+    click.echo(f"demo: worker log {log}")
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+def _guarded(failures: list[BaseException], stop: threading.Event, target: Any, *args: Any) -> None:
+    """Run `target`; on failure keep the exception and stop the demo (no thread traceback)."""
+    try:
+        target(*args)
+    except Exception as exc:
+        failures.append(exc)
+        stop.set()
+
+
+def _feed(kafka: str, options: DemoOptions, stop: threading.Event) -> None:
+    """Send simulated lines: the backfill at once, then each when its time comes."""
+    now = datetime.now(UTC)
+    live = timedelta(seconds=options.duration) if options.duration else timedelta(days=365)
+    config = SimulationConfig(
+        start=now - BACKFILL, duration=BACKFILL + live, speed=options.speed, seed=options.seed
+    )
+    with EventPublisher(kafka, EVENTS_TOPIC) as publisher:
+        for line in simulate(config):
+            # Hold a line until its arrival (never before its event time: arrival >= time).
+            due = line.arrival.timestamp()
+            while not stop.is_set() and time.time() < due:
+                stop.wait(min(0.5, due - time.time()))
+            if stop.is_set():
+                break
+            publisher.send(line.key, line.line.encode("utf-8"))
+        publisher.flush()
+
+
+def _summary(database_url: str) -> str:
+    """A console table: open clocks by live state and today's 2-hour % met, by region."""
+    with psycopg.connect(database_url, connect_timeout=5) as conn:
+        rows = conn.execute(
+            """
+            SELECT coalesce(region, 'unknown') AS region,
+                   count(*) FILTER (WHERE state = 'waiting'),
+                   count(*) FILTER (WHERE state = 'at_risk'),
+                   count(*) FILTER (WHERE state = 'breached'),
+                   count(*) FILTER (WHERE clock_type = '05' AND state IN ('met', 'not_met')
+                                    AND clock_stop >= date_trunc('day', now() AT TIME ZONE
+                                        'Europe/London') AT TIME ZONE 'Europe/London'),
+                   count(*) FILTER (WHERE clock_type = '05' AND state = 'met'
+                                    AND clock_stop >= date_trunc('day', now() AT TIME ZONE
+                                        'Europe/London') AT TIME ZONE 'Europe/London')
+            FROM clocks GROUP BY 1 ORDER BY 1
+            """
+        ).fetchall()
+        events = conn.execute("SELECT count(*) FROM events").fetchone()
+    names = {code: region.name for code, region in regions().items()}
+    stamp = datetime.now(UTC).astimezone().strftime("%H:%M:%S")
+    lines = [
+        f"\n{stamp}  {events[0] if events else 0} events stored",
+        f"{'region':<26}{'waiting':>9}{'at risk':>9}{'breached':>10}{'stopped':>9}{'% met':>8}",
+    ]
+    totals = [0, 0, 0, 0, 0]
+    for region, waiting, at_risk, breached, stopped, met in rows:
+        values = [waiting, at_risk, breached, stopped, met]
+        totals = [t + v for t, v in zip(totals, values, strict=True)]
+        lines.append(_row(names.get(region, str(region)), *values))
+    lines.append(_row("England", *totals))
+    return "\n".join(lines)
+
+
+def _row(name: str, waiting: int, at_risk: int, breached: int, stopped: int, met: int) -> str:
+    pct = f"{100 * met / stopped:.1f}" if stopped else "-"
+    return f"{name[:25]:<26}{waiting:>9}{at_risk:>9}{breached:>10}{stopped:>9}{pct:>8}"
