@@ -12,10 +12,8 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -35,6 +33,7 @@ from streams.codec import Codec
 from streams.engine import Event
 from streams.errors import ServiceError
 from streams.simulation import SimulatedLine, SimulationConfig, simulate
+from tests.support import crisiswatch
 
 SERVER = os.environ.get(
     "CRISISWATCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -48,14 +47,6 @@ SIM_START = "2026-02-03T08:00:00Z"
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def crisiswatch() -> str:
-    beside = Path(sys.executable).parent / "crisiswatch"
-    found = str(beside) if beside.is_file() else shutil.which("crisiswatch")
-    if found is None:
-        pytest.fail("the crisiswatch entry point is not installed (pip install -e .)")
-    return found
 
 
 def environment(env: dict[str, str] | None = None) -> dict[str, str]:

@@ -10,9 +10,7 @@ import io
 import json
 import os
 import random
-import shutil
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from hypothesis import strategies as st
 from streams.codec import Codec
 from streams.pseudonym import Pseudonymiser
 from streams.replay import replay, write_outcomes
+from tests.support import crisiswatch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 GOLDEN = SHARED / "golden"
@@ -41,14 +40,6 @@ def golden(path: Path) -> Path:
     if not path.is_file():
         pytest.fail(f"golden file missing: {path} (the shared/ folder sits next to the repo)")
     return path
-
-
-def crisiswatch() -> str:
-    beside = Path(sys.executable).parent / "crisiswatch"
-    found = str(beside) if beside.is_file() else shutil.which("crisiswatch")
-    if found is None:
-        pytest.fail("the crisiswatch entry point is not installed (pip install -e .)")
-    return found
 
 
 def run(

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -27,11 +26,11 @@ from consumers.embedded import EmbeddedBroker
 from consumers.postgres import migrate
 from consumers.topic import create_topics
 from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
+from tests.support import crisiswatch
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
-CRISISWATCH = Path(sys.executable).with_name("crisiswatch")
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -42,11 +41,15 @@ class Worker:
 
     def __init__(self, kafka: str, database_url: str, log: Path, *extra: str) -> None:
         self.log = log
-        env = {**os.environ, "CRISISWATCH_PSEUDONYM_KEY": "test-key-0123456789abcdef"}
+        env = {
+            **os.environ,
+            "CRISISWATCH_PSEUDONYM_KEY": "test-key-0123456789abcdef",
+            "CRISISWATCH_METRICS_PORT": "0",  # several workers at once: any free port each
+        }
         with log.open("ab") as handle:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
                 [
-                    str(CRISISWATCH),
+                    crisiswatch(),
                     "worker",
                     "--kafka",
                     kafka,
@@ -351,12 +354,13 @@ def test_demo_runs_and_stores_outcomes(new_database: Callable[[], str]) -> None:
     """`crisiswatch demo` with its embedded broker, against a database we can inspect."""
     url = new_database()
     result = subprocess.run(
-        [str(CRISISWATCH), "demo", "--database-url", url, "--duration", "20",
+        [crisiswatch(), "demo", "--database-url", url, "--duration", "20",
          "--refresh", "5", "--speed", "20", "--seed", "7"],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
+        env={**os.environ, "CRISISWATCH_METRICS_PORT": "0"},  # its worker: any free port
     )  # fmt: skip
     assert result.returncode == 0, result.stderr + result.stdout
     assert "demo: stopped cleanly" in result.stdout
