@@ -29,7 +29,7 @@ from typing import Any
 import click
 import psycopg
 
-from consumers.embedded import EmbeddedBroker, EmbeddedPostgres
+from consumers.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from consumers.postgres import migrate
 from consumers.publisher import EventPublisher
 from consumers.topic import create_topics
@@ -74,7 +74,8 @@ def run_demo(options: DemoOptions) -> None:
                 kafka, {EVENTS_TOPIC: PARTITIONS, OUTCOMES_TOPIC: PARTITIONS, DLQ_TOPIC: 1}
             )
             migrate(database_url)
-            worker = stack.enter_context(_worker(kafka, database_url))
+            metrics_port = free_port()
+            worker = stack.enter_context(_worker(kafka, database_url, metrics_port))
             failures: list[BaseException] = []
             feed = threading.Thread(
                 target=_guarded,
@@ -85,7 +86,8 @@ def run_demo(options: DemoOptions) -> None:
             feed.start()
             click.echo(
                 f"demo: worker pid {worker.pid}; simulated England at {options.speed:g}x the "
-                f"real referral rate; PostgreSQL tables clocks/events; topic {OUTCOMES_TOPIC}. "
+                f"real referral rate.\n      metrics: http://127.0.0.1:{metrics_port}/metrics; "
+                f"outcomes: topic {OUTCOMES_TOPIC}; PostgreSQL tables clocks, events. "
                 "Ctrl-C stops."
             )
             started = time.monotonic()
@@ -108,7 +110,7 @@ def run_demo(options: DemoOptions) -> None:
 
 
 @contextlib.contextmanager
-def _worker(kafka: str, database_url: str) -> Iterator[subprocess.Popen[bytes]]:
+def _worker(kafka: str, database_url: str, metrics_port: int) -> Iterator[subprocess.Popen[bytes]]:
     log = Path(tempfile.gettempdir()) / f"crisiswatch-demo-worker-{os.getpid()}.log"
     env = {
         **os.environ,
@@ -120,7 +122,8 @@ def _worker(kafka: str, database_url: str) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("ab") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker", "--kafka", kafka,
-             "--database-url", database_url, "--log-level", "WARNING"],
+             "--database-url", database_url, "--log-level", "WARNING",
+             "--metrics-port", str(metrics_port)],
             stdout=handle,
             stderr=subprocess.STDOUT,
             env=env,

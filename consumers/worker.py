@@ -30,6 +30,7 @@ import faust
 from aiokafka import AIOKafkaProducer
 from faust.types import TP
 
+from consumers.metrics import MetricsServer
 from consumers.pipeline import DeadLetter, Message, Pipeline
 from consumers.postgres import Store
 from streams.codec import Codec
@@ -52,6 +53,8 @@ class WorkerConfig:
     tick_interval: float = 0.25  # seconds between deadline checks
     session_timeout: float = 6.0  # seconds; a dead worker's partitions move after this
     data_dir: str = "/tmp/crisiswatch-worker"
+    metrics_port: int = 9464  # /metrics, /health, /ready (0: a free port, logged)
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 in containers
 
 
 class KafkaSink:
@@ -199,7 +202,11 @@ def run(config: WorkerConfig, rules: Rules, codec: Codec) -> None:
     """Run a worker until SIGTERM/SIGINT (Faust's worker handles the signals and drains)."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    # Metrics first: /health answers (and a busy port fails fast) while PostgreSQL connects.
+    metrics = MetricsServer(config.metrics_host, config.metrics_port)
+    loop.run_until_complete(metrics.start())
     pipeline, store, sink = loop.run_until_complete(make_pipeline(config, rules, codec))
+    metrics.watch(pipeline)
     app = build_app(config, pipeline)
     worker = faust.Worker(app, loop=loop, loglevel="INFO", quiet=True)
 
@@ -207,6 +214,7 @@ def run(config: WorkerConfig, rules: Rules, codec: Codec) -> None:
     async def close(app: Any, **_: Any) -> None:
         await sink.stop()
         await store.close()
+        await metrics.stop()
 
     worker.execute_from_commandline()
 

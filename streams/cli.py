@@ -16,7 +16,12 @@ import click
 from pydantic import ValidationError
 
 from streams.errors import ConfigurationError, CrisiswatchError, InputError
-from streams.options import database_option, kafka_option
+from streams.options import (
+    database_option,
+    kafka_option,
+    metrics_host_option,
+    metrics_port_option,
+)
 
 
 def _parse_instant(value: str, option: str) -> int:
@@ -146,6 +151,8 @@ def replay(
     help="Faust's working directory (default: a per-process temporary directory).",
 )  # fmt: skip
 @click.option("--log-level", default="INFO", show_default=True, help="Logging level.")
+@metrics_port_option
+@metrics_host_option
 def worker(
     kafka: str,
     database_url: str,
@@ -153,6 +160,8 @@ def worker(
     batch_size: int,
     data_dir: Path | None,
     log_level: str,
+    metrics_port: int,
+    metrics_host: str,
 ) -> None:
     """The live stream worker: referral-events -> clocks -> referral-outcomes and PostgreSQL.
 
@@ -174,6 +183,8 @@ def worker(
         group_id=group,
         batch_size=batch_size,
         data_dir=str(directory),
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
     )
     run(config, rules, codec)
 

@@ -32,6 +32,15 @@ metrics_port_option = click.option(
     show_default=True,
     help="Port of /metrics, /health and /ready (0: pick a free port).",
 )
+metrics_host_option = click.option(
+    "--metrics-host",
+    envvar="CRISISWATCH_METRICS_HOST",
+    show_envvar=True,
+    default="127.0.0.1",
+    show_default=True,
+    metavar="ADDRESS",
+    help="Address /metrics, /health and /ready listen on (0.0.0.0 in a container).",
+)
 alertmanager_option = click.option(
     "--alertmanager-url",
     envvar="CRISISWATCH_ALERTMANAGER_URL",
