@@ -138,6 +138,8 @@ class Pipeline:
         self.retry = retry if retry is not None else RetryPolicy()
         self.stats = Stats()
         self.listeners: list[Listener] = []
+        # Called after partitions are loaded or revoked (e.g. to take over their alerts).
+        self.ownership_listeners: list[Callable[[], None]] = []
         self._lock = asyncio.Lock()
         self._positions: dict[int, int] = {}  # owned partition -> next offset to process
         self._partition_of: dict[str, int] = {}  # referral id -> partition, for clocks in memory
@@ -167,6 +169,7 @@ class Pipeline:
                 self._positions.pop(partition, None)
             if gone:
                 log.info("revoked partitions %s", sorted(gone))
+                self._ownership_changed()
 
     async def _load(self, partitions: list[int]) -> None:
         if not partitions:
@@ -186,6 +189,14 @@ class Pipeline:
             len(states),
             {p: self._positions[p] for p in sorted(partitions)},
         )
+        self._ownership_changed()
+
+    def _ownership_changed(self) -> None:
+        for listener in self.ownership_listeners:
+            try:
+                listener()
+            except Exception:  # a side channel must not stop the stream
+                log.exception("ownership listener failed")
 
     # -- batches -------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ import faust
 from aiokafka import AIOKafkaProducer
 from faust.types import TP
 
+from consumers.alertmanager import AlertmanagerNotifier
 from consumers.metrics import MetricsServer
 from consumers.pipeline import DeadLetter, Message, Pipeline
 from consumers.postgres import Store
@@ -55,6 +57,8 @@ class WorkerConfig:
     data_dir: str = "/tmp/crisiswatch-worker"
     metrics_port: int = 9464  # /metrics, /health, /ready (0: a free port, logged)
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 in containers
+    alertmanager_url: str | None = None  # per-referral pages; none when unset
+    dashboard_url: str | None = None  # linked from alerts
 
 
 class KafkaSink:
@@ -207,6 +211,18 @@ def run(config: WorkerConfig, rules: Rules, codec: Codec) -> None:
     loop.run_until_complete(metrics.start())
     pipeline, store, sink = loop.run_until_complete(make_pipeline(config, rules, codec))
     metrics.watch(pipeline)
+    notifier = None
+    if config.alertmanager_url:
+        notifier = AlertmanagerNotifier(
+            config.alertmanager_url, rules=rules, dashboard_url=config.dashboard_url
+        )
+        loop.run_until_complete(notifier.start())
+        pipeline.listeners.append(notifier.on_changes)
+        # After a restart or rebalance, take over (or let go of) the pages of the clocks
+        # this worker now owns: the engine reports only changes, not restored states.
+        pipeline.ownership_listeners.append(
+            lambda: notifier.reconcile(pipeline.engine.published(), int(time.time()))
+        )
     app = build_app(config, pipeline)
     worker = faust.Worker(app, loop=loop, loglevel="INFO", quiet=True)
 
@@ -215,6 +231,8 @@ def run(config: WorkerConfig, rules: Rules, codec: Codec) -> None:
         await sink.stop()
         await store.close()
         await metrics.stop()
+        if notifier is not None:
+            await notifier.stop()
 
     worker.execute_from_commandline()
 

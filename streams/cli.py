@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from streams.errors import ConfigurationError, CrisiswatchError, InputError
 from streams.options import (
+    alertmanager_option,
     database_option,
     kafka_option,
     metrics_host_option,
@@ -153,6 +154,11 @@ def replay(
 @click.option("--log-level", default="INFO", show_default=True, help="Logging level.")
 @metrics_port_option
 @metrics_host_option
+@alertmanager_option
+@click.option(
+    "--dashboard-url", envvar="CRISISWATCH_DASHBOARD_URL", show_envvar=True, default=None,
+    metavar="URL", help="Operations dashboard linked from alerts.",
+)  # fmt: skip
 def worker(
     kafka: str,
     database_url: str,
@@ -162,6 +168,8 @@ def worker(
     log_level: str,
     metrics_port: int,
     metrics_host: str,
+    alertmanager_url: str | None,
+    dashboard_url: str | None,
 ) -> None:
     """The live stream worker: referral-events -> clocks -> referral-outcomes and PostgreSQL.
 
@@ -185,6 +193,8 @@ def worker(
         data_dir=str(directory),
         metrics_port=metrics_port,
         metrics_host=metrics_host,
+        alertmanager_url=alertmanager_url,
+        dashboard_url=dashboard_url,
     )
     run(config, rules, codec)
 
