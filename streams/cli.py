@@ -260,11 +260,13 @@ def _settings(model: type[Any]) -> Any:
 
 # The pipeline's operator commands (imports inside them keep `crisiswatch --help` fast).
 from consumers.commands import db, publish, simulate, topics  # noqa: E402
+from consumers.rules_command import rules  # noqa: E402
 
 cli.add_command(topics)
 cli.add_command(db)
 cli.add_command(publish)
 cli.add_command(simulate)
+cli.add_command(rules)
 
 
 def main(argv: list[str] | None = None) -> None:
