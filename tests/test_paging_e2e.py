@@ -1,0 +1,228 @@
+"""Paging end to end: broker -> worker -> Alertmanager -> on-call webhook, and
+worker /metrics -> Prometheus (generated rules) -> Alertmanager, all real processes.
+
+A referral received 95 minutes ago (event time) must page its region's on-call receiver; its
+face-to-face contact must resolve the page; a backlog rule must fire from the worker's real
+metrics; and no referral identifier may appear in any Prometheus series.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from consumers import alert_rules
+from consumers.alert_rules import SPEC, BacklogAlert
+from consumers.embedded import EmbeddedBroker, free_port
+from consumers.postgres import migrate
+from consumers.topic import create_topics
+from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
+from tests.test_alert_rules import ALERTMANAGER_DIR, RECEIVERS, Webhook, binary
+from tests.test_worker import Worker, event, produce, wait_for
+
+pytestmark = pytest.mark.integration
+
+REFERRAL = "E2E-PAGE-1"
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+def _process(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as output:
+        return subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path, webhook: Webhook) -> Iterator[str]:
+    """The deployed Alertmanager configuration, webhooks pointed at `webhook`, fast timers."""
+    target = tmp_path / "alertmanager"
+    shutil.copytree(ALERTMANAGER_DIR, target)
+    for receiver in RECEIVERS:
+        (target / "secrets" / f"{receiver}.token").write_text(f"token-{receiver}\n")
+    config_file = target / "alertmanager.yml"
+    config = yaml.safe_load(config_file.read_text())
+    for receiver in config["receivers"]:
+        for hook in receiver["webhook_configs"]:
+            hook["url"] = f"{webhook.url}/{receiver['name']}"
+    for route in [config["route"], *config["route"].get("routes", [])]:
+        route.update(group_wait="1s", group_interval="1s")
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    port = free_port()
+    process = _process(
+        [
+            binary("alertmanager", "prometheus-alertmanager", package="prometheus-alertmanager"),
+            f"--config.file={config_file}",
+            f"--storage.path={target / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        tmp_path / "alertmanager.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: ready(f"{url}/-/ready"), 30, "Alertmanager to be ready")
+        yield url
+    finally:
+        _stop(process)
+
+
+def _prometheus(tmp_path: Path, metrics_port: int, alertmanager: str) -> tuple[str, Any]:
+    """Prometheus scraping the worker every second with the generated rules, except that the
+    at-risk backlog pages from the first at-risk clock (the real threshold is 20 for 10m)."""
+    spec = dataclasses.replace(
+        SPEC,
+        backlog=(BacklogAlert("CrisiswatchAtRiskBacklog", "ucr_2h", "at_risk", 0, "0s", "page"),),
+    )
+    rules = tmp_path / "rules.yml"
+    alert_rules.write(rules, spec)
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)],
+        "alerting": {
+            "alertmanagers": [
+                {"static_configs": [{"targets": [alertmanager.removeprefix("http://")]}]}
+            ]
+        },
+        "scrape_configs": [
+            {
+                "job_name": alert_rules.WORKER_JOB,
+                "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}],
+            }
+        ],
+    }
+    config_file = tmp_path / "prometheus.yml"
+    config_file.write_text(yaml.safe_dump(config))
+    port = free_port()
+    process = _process(
+        [
+            binary("prometheus", package="prometheus"),
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        tmp_path / "prometheus.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: ready(f"{url}/-/ready"), 30, "Prometheus to be ready")
+    return url, process
+
+
+def test_a_referral_nearing_its_limit_pages_its_region_and_the_visit_resolves_it(
+    new_database: Callable[[], str], alertmanager: str, webhook: Webhook, tmp_path: Path
+) -> None:
+    url = new_database()
+    migrate(url)
+    metrics_port = free_port()
+    with EmbeddedBroker() as broker:
+        create_topics(broker.bootstrap, {EVENTS_TOPIC: 4, OUTCOMES_TOPIC: 4, DLQ_TOPIC: 1})
+        worker = Worker(
+            broker.bootstrap, url, tmp_path / "worker.log",
+            "--alertmanager-url", alertmanager, "--metrics-port", str(metrics_port),
+        )  # fmt: skip
+        prometheus, prometheus_process = _prometheus(tmp_path, metrics_port, alertmanager)
+        try:
+            wait_for(lambda: ready(f"http://127.0.0.1:{metrics_port}/ready"), 60, "the worker")
+            now = time.time()
+            produce(
+                broker.bootstrap,
+                [event("referral.received", REFERRAL, now - 95 * 60, 1,
+                       pathway="ucr_2h", provider="RY7", icb="QYG")],
+            )  # fmt: skip
+
+            def pages(alertname: str, status: str = "firing") -> list[dict[str, Any]]:
+                return [
+                    alert
+                    for path, _, body in webhook.notifications()
+                    if path == "/oncall-y62" and body["status"] == status
+                    for alert in body["alerts"]
+                    if alert["labels"]["alertname"] == alertname
+                ]
+
+            # 1. The worker pages North West's on-call (QYG is in Y62) about this referral.
+            wait_for(lambda: bool(pages("ReferralAtRisk")), 60, "the at-risk page")
+            page = pages("ReferralAtRisk")[0]
+            assert page["labels"]["referral_id"] == REFERRAL
+            assert (page["labels"]["region"], page["labels"]["icb"]) == ("Y62", "QYG")
+            assert page["labels"]["severity"] == "page"
+            assert int(page["annotations"]["minutes_waiting"]) >= 95
+            assert not any(
+                path != "/oncall-y62"
+                for path, _, body in webhook.notifications()
+                if any(a["labels"].get("referral_id") == REFERRAL for a in body["alerts"])
+            ), "the page reached another region's receiver"
+
+            # 2. The backlog rule fires from the worker's real metrics, via Prometheus.
+            wait_for(lambda: bool(pages("CrisiswatchAtRiskBacklog")), 90, "the backlog page")
+            firing = get_json(f"{prometheus}/api/v1/alerts")["data"]["alerts"]
+            assert any(
+                a["labels"]["alertname"] == "CrisiswatchAtRiskBacklog"
+                and a["labels"]["region"] == "Y62"
+                and a["state"] == "firing"
+                for a in firing
+            )
+
+            # 3. The visit (made 2 minutes ago) resolves the referral's page.
+            produce(
+                broker.bootstrap,
+                [event("referral.contact", REFERRAL, now - 120, 2,
+                       contact_id="c1", mode="face_to_face", attended=True)],
+            )  # fmt: skip
+            wait_for(
+                lambda: any(
+                    a["labels"]["referral_id"] == REFERRAL
+                    for a in pages("ReferralAtRisk", "resolved")
+                ),
+                60,
+                "the page to resolve",
+            )
+            active = get_json(f"{alertmanager}/api/v2/alerts?active=true")
+            assert not [a for a in active if a["labels"].get("referral_id") == REFERRAL]
+
+            # 4. No referral identifier in any Prometheus series.
+            names = get_json(f"{prometheus}/api/v1/labels")["data"]
+            assert "referral_id" not in names
+            for name in names:
+                quoted = urllib.parse.quote(name)
+                values = get_json(f"{prometheus}/api/v1/label/{quoted}/values")["data"]
+                assert not any(REFERRAL in str(v) for v in values), name
+        finally:
+            _stop(prometheus_process)
+            worker.stop()
