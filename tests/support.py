@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
+from kafka import KafkaProducer
+
+from streams.options import EVENTS_TOPIC
 
 
 def crisiswatch() -> str:
@@ -16,3 +25,77 @@ def crisiswatch() -> str:
     if found is None:
         pytest.fail("the crisiswatch entry point is not installed (pip install -e .)")
     return found
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `predicate` every 250 ms; fail with `what` after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def produce(kafka: str, lines: list[bytes]) -> None:
+    """Send event lines to `referral-events`, keyed by referral id as publishers do."""
+    producer = KafkaProducer(bootstrap_servers=kafka, acks=1, enable_idempotence=False, linger_ms=5)
+    for line in lines:
+        try:
+            key = json.loads(line)["data"]["referral_id"].encode()
+        except (ValueError, KeyError, TypeError):
+            key = None
+        producer.send(EVENTS_TOPIC, key=key, value=line)
+    producer.flush()
+    producer.close()
+
+
+class Webhook:
+    """An HTTP receiver of Alertmanager webhook notifications, in a thread.
+
+    Records (path, Authorization header, JSON body) of every POST; `url` has no path, so a
+    test can point each receiver at its own path.
+    """
+
+    def __init__(self) -> None:
+        self._received: list[tuple[str, str, Any]] = []
+        lock = self._lock = threading.Lock()
+        received = self._received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                with lock:
+                    received.append((self.path, self.headers.get("Authorization", ""), body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def notifications(self) -> list[tuple[str, str, Any]]:
+        with self._lock:
+            return list(self._received)
+
+    def alerts(self) -> list[Any]:
+        """Every alert of every notification so far, in arrival order."""
+        return [alert for _, _, body in self.notifications() for alert in body["alerts"]]
+
+    def received(self, referral_id: str, alertname: str, status: str) -> list[Any]:
+        return [
+            a
+            for a in self.alerts()
+            if a["labels"].get("referral_id") == referral_id
+            and a["labels"].get("alertname") == alertname
+            and a["status"] == status
+        ]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)

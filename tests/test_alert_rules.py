@@ -15,13 +15,11 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -36,6 +34,7 @@ from consumers.embedded import free_port
 from consumers.rules_command import rules
 from streams import metric_names
 from streams.geography import regions
+from tests.support import Webhook
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "deploy/prometheus/rules/crisiswatch.rules.yml"
@@ -513,40 +512,6 @@ def test_notification_template_lists_a_regions_referrals(amtool: str, tmp_path: 
 
 
 # -- a live Alertmanager with the deployed configuration ------------------------------------
-
-
-class Webhook:
-    """Records every notification: (path, Authorization header, JSON body)."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[str, str, Json]] = []
-        lock = self.lock = threading.Lock()
-        received = self.received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with lock:
-                    received.append((self.path, self.headers.get("Authorization", ""), body))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def notifications(self) -> list[tuple[str, str, Json]]:
-        with self.lock:
-            return list(self.received)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
 
 
 @pytest.fixture

@@ -15,13 +15,11 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -38,6 +36,7 @@ from consumers.alertmanager import (
 from consumers.embedded import free_port
 from streams.engine import Change, Engine, Rules
 from tests.factory import at, contact, received
+from tests.support import Webhook
 
 pytestmark = pytest.mark.integration
 
@@ -50,51 +49,6 @@ Json = dict[str, Any]
 
 
 # -- a webhook receiver and an Alertmanager ------------------------------------------------------
-
-
-class Webhook:
-    """Collects Alertmanager's webhook notifications (JSON bodies) in a thread."""
-
-    def __init__(self) -> None:
-        self.notifications: list[Json] = []
-        self._lock = threading.Lock()
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                body = json.loads(self.rfile.read(length))
-                with hook._lock:
-                    hook.notifications.append(body)
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def alerts(self) -> list[Json]:
-        """Every alert of every notification so far, in arrival order."""
-        with self._lock:
-            return [alert for n in self.notifications for alert in n["alerts"]]
-
-    def received(self, referral_id: str, alertname: str, status: str) -> list[Json]:
-        return [
-            a
-            for a in self.alerts()
-            if a["labels"].get("referral_id") == referral_id
-            and a["labels"].get("alertname") == alertname
-            and a["status"] == status
-        ]
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
 
 
 def alertmanager_binary() -> str:
@@ -194,7 +148,7 @@ def webhook() -> Iterator[Webhook]:
 
 @pytest.fixture
 def alertmanager(tmp_path: Path, webhook: Webhook) -> Iterator[Alertmanager]:
-    am = Alertmanager(tmp_path, webhook.url)
+    am = Alertmanager(tmp_path, webhook.url + "/hook")
     am.start()
     yield am
     am.stop()

@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -21,7 +20,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -36,7 +34,7 @@ from streams.engine.event import EVENT_TYPES, PATHWAYS
 from streams.errors import ConfigurationError
 from streams.geography import icbs, regions
 from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
-from tests.support import crisiswatch
+from tests.support import crisiswatch, produce, wait_for
 
 NOW = int(datetime(2026, 2, 10, 15, 0, tzinfo=UTC).timestamp())  # a Tuesday; London = UTC
 MINUTE, HOUR, DAY = 60, 3600, 86400
@@ -481,27 +479,6 @@ def http(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
     except OSError:
         return 0, ""
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def produce(kafka: str, lines: list[bytes]) -> None:
-    producer = KafkaProducer(bootstrap_servers=kafka, acks=1, enable_idempotence=False, linger_ms=5)
-    for line in lines:
-        try:
-            key = json.loads(line)["data"]["referral_id"].encode()
-        except (ValueError, KeyError, TypeError):
-            key = None
-        producer.send(EVENTS_TOPIC, key=key, value=line)
-    producer.flush()
-    producer.close()
 
 
 def sample_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

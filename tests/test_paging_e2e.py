@@ -28,8 +28,9 @@ from consumers.embedded import EmbeddedBroker, free_port
 from consumers.postgres import migrate
 from consumers.topic import create_topics
 from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
-from tests.test_alert_rules import ALERTMANAGER_DIR, RECEIVERS, Webhook, binary
-from tests.test_worker import Worker, event, produce, wait_for
+from tests.support import Webhook, produce, wait_for
+from tests.test_alert_rules import ALERTMANAGER_DIR, RECEIVERS, binary
+from tests.test_worker import Worker, event
 
 pytestmark = pytest.mark.integration
 

@@ -20,13 +20,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 from consumers.embedded import EmbeddedBroker
 from consumers.postgres import migrate
 from consumers.topic import create_topics
 from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
-from tests.support import crisiswatch
+from tests.support import crisiswatch, produce, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -102,18 +102,6 @@ def _system(broker: EmbeddedBroker, url: str, tmp_path: Path) -> Iterator[dict[s
             print(worker.log.read_text())
 
 
-def produce(kafka: str, lines: list[bytes]) -> None:
-    producer = KafkaProducer(bootstrap_servers=kafka, acks=1, enable_idempotence=False, linger_ms=5)
-    for line in lines:
-        try:
-            key = json.loads(line)["data"]["referral_id"].encode()
-        except (ValueError, KeyError, TypeError):
-            key = None
-        producer.send(EVENTS_TOPIC, key=key, value=line)
-    producer.flush()
-    producer.close()
-
-
 def read_topic(kafka: str, topic: str, *, idle: float = 2.0, deadline: float = 60.0) -> list[Any]:
     """Every record of a topic, from the beginning, until nothing new arrives for `idle` s."""
     consumer = KafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
@@ -147,15 +135,6 @@ def clock_rows(url: str) -> list[list[str]]:
 def audit_ids(url: str) -> list[str]:
     with psycopg.connect(url) as conn:
         return [r[0] for r in conn.execute("SELECT event_id FROM events ORDER BY event_id")]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def latest_outcomes(records: list[Any]) -> dict[str, dict[str, Any]]:
