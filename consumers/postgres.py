@@ -75,6 +75,7 @@ __all__ = [
     "Counts",
     "Migration",
     "Store",
+    "blocking_session",
     "clock_row",
     "is_transient",
     "migrate",
@@ -227,6 +228,17 @@ def migrate(url: str) -> list[str]:
             if not conn.closed:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
     return applied
+
+
+@contextmanager
+def blocking_session(url: str, what: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    """A blocking connection for one-shot tools (exports), closed after; errors wrapped.
+
+    Autocommit, like every connection here: open a transaction explicitly (`conn.transaction()`,
+    with `conn.isolation_level` / `conn.read_only` set first for a consistent read-only view).
+    """
+    with _sync_connect(url) as conn, _wrapped(what):
+        yield conn
 
 
 # -- the store ---------------------------------------------------------------------------------

@@ -151,7 +151,15 @@ def replay(
     "--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
     help="Faust's working directory (default: a per-process temporary directory).",
 )  # fmt: skip
-@click.option("--log-level", default="INFO", show_default=True, help="Logging level.")
+@click.option(
+    "--log-level", envvar="CRISISWATCH_LOG_LEVEL", show_envvar=True, default="INFO",
+    show_default=True, help="Logging level (DEBUG adds referral ids).",
+)  # fmt: skip
+@click.option(
+    "--log-format", envvar="CRISISWATCH_LOG_FORMAT", show_envvar=True,
+    type=click.Choice(["json", "text"]), default="json", show_default=True,
+    help="One JSON object per line, or plain text.",
+)  # fmt: skip
 @metrics_port_option
 @metrics_host_option
 @alertmanager_option
@@ -166,6 +174,7 @@ def worker(
     batch_size: int,
     data_dir: Path | None,
     log_level: str,
+    log_format: str,
     metrics_port: int,
     metrics_host: str,
     alertmanager_url: str | None,
@@ -174,14 +183,20 @@ def worker(
     """The live stream worker: referral-events -> clocks -> referral-outcomes and PostgreSQL.
 
     Scale out by running more workers with the same --group (up to one per partition).
+    SIGTERM drains: the batch in flight is written, the worker leaves the group, exit 0.
+    Exit 2: a malformed setting; 1: the broker or database cannot be reached.
     """
     import tempfile
 
-    from consumers.worker import WorkerConfig, configure_logging, run
+    from consumers.logs import configure_logging
+    from consumers.worker import WorkerConfig, run
     from streams.codec import Codec
     from streams.settings import PrivacySettings, RulesSettings
 
-    configure_logging(log_level)
+    try:
+        configure_logging(log_level, log_format)
+    except ValueError as exc:
+        raise ConfigurationError(f"--log-level / CRISISWATCH_LOG_LEVEL: {exc}") from exc
     rules = _settings(RulesSettings).rules()
     codec = Codec(_settings(PrivacySettings).pseudonymiser())
     directory = data_dir or Path(tempfile.mkdtemp(prefix="crisiswatch-worker-"))
@@ -260,6 +275,7 @@ def _settings(model: type[Any]) -> Any:
 
 # The pipeline's operator commands (imports inside them keep `crisiswatch --help` fast).
 from consumers.commands import db, publish, simulate, topics  # noqa: E402
+from consumers.export import export  # noqa: E402
 from consumers.rules_command import rules  # noqa: E402
 
 cli.add_command(topics)
@@ -267,6 +283,7 @@ cli.add_command(db)
 cli.add_command(publish)
 cli.add_command(simulate)
 cli.add_command(rules)
+cli.add_command(export)
 
 
 def main(argv: list[str] | None = None) -> None:
