@@ -276,6 +276,7 @@ def _settings(model: type[Any]) -> Any:
 # The pipeline's operator commands (imports inside them keep `crisiswatch --help` fast).
 from consumers.commands import db, publish, simulate, topics  # noqa: E402
 from consumers.export import export  # noqa: E402
+from dashboards.command import dashboards  # noqa: E402
 from consumers.rules_command import rules  # noqa: E402
 
 cli.add_command(topics)
@@ -284,12 +285,16 @@ cli.add_command(publish)
 cli.add_command(simulate)
 cli.add_command(rules)
 cli.add_command(export)
+cli.add_command(dashboards)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI with one-line errors and contract exit codes."""
     try:
-        cli.main(args=argv, prog_name="crisiswatch", standalone_mode=False)
+        # Without standalone mode click *returns* the code of a `click.exceptions.Exit`.
+        code = cli.main(args=argv, prog_name="crisiswatch", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:

@@ -638,3 +638,17 @@ def test_live_grouping_inhibition_and_credentials(live_alertmanager: str, webhoo
     ]
     assert len(y56) == 1
     assert len(y56[0]["alerts"]) == 2
+
+
+def test_rules_check_fails_on_a_stale_file_through_the_entry_point(tmp_path: Path) -> None:
+    """`--check` must exit non-zero from the installed command, not just under CliRunner."""
+    from tests.support import crisiswatch
+
+    stale = tmp_path / "rules.yml"
+    stale.write_text("groups: []\n", encoding="utf-8")
+    result = subprocess.run(
+        [crisiswatch(), "rules", "build", "--check", "--out", str(stale)],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "out of date" in result.stdout + result.stderr
