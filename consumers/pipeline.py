@@ -144,6 +144,7 @@ class Pipeline:
         self._positions: dict[int, int] = {}  # owned partition -> next offset to process
         self._partition_of: dict[str, int] = {}  # referral id -> partition, for clocks in memory
         self._rewound: dict[int, int] = {}  # partition -> position we last rewound it to
+        self._draining = False  # set by drain(): no new batch or tick starts
 
     # -- partitions ----------------------------------------------------------------------------
 
@@ -198,6 +199,21 @@ class Pipeline:
             except Exception:  # a side channel must not stop the stream
                 log.exception("ownership listener failed")
 
+    async def drain(self) -> None:
+        """Stop taking work: wait for the batch in flight to be written, then refuse new ones.
+
+        Called on SIGTERM before the consumer leaves its group. Batches handed over after this
+        are ignored (not written, positions unchanged): the partitions' next owner reads them
+        again from the positions in PostgreSQL, so nothing is lost.
+        """
+        async with self._lock:
+            self._draining = True
+        log.info("drained: the last batch is written; no new batches are taken")
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
     # -- batches -------------------------------------------------------------------------------
 
     async def process(self, messages: Sequence[Message]) -> dict[int, int]:
@@ -209,6 +225,8 @@ class Pipeline:
         are dropped and the caller must seek it back to the returned offset.
         """
         async with self._lock:
+            if self._draining:
+                return {}
             self.stats.in_flight = len(messages)
             try:
                 return await self._process(messages)
@@ -311,6 +329,8 @@ class Pipeline:
         if deadline is None or deadline > now:
             return 0
         async with self._lock:
+            if self._draining:
+                return 0
             changes = self.engine.advance(int(self.clock()))
             if not changes:
                 return 0

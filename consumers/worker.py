@@ -14,6 +14,21 @@ correctness. Three pieces of glue:
 
 A batch that fails for a reason retries cannot fix is fatal: the process exits non-zero and
 its supervisor restarts it from PostgreSQL, rather than carrying on past a hole.
+
+Starting and stopping
+---------------------
+Startup fails fast, with one line and no traceback (`streams.cli.main` prints it): malformed
+settings (a bootstrap address, database or Alertmanager URL that cannot be parsed) are
+`ConfigurationError` (exit 2, checked by `check_settings` before anything connects); a broker
+that does not answer one metadata request within `BROKER_CHECK_TIMEOUT_S`, or lacks the events
+topic, and a database that cannot be reached are `ServiceError` (exit 1), checked before Faust
+starts. A supervisor should restart on 1 (the service may come back) and not on 2.
+
+SIGTERM (and SIGINT) drain: Faust stops fetching, then `Pipeline.drain` waits for the batch in
+flight to be published *and* written (the agent shields it from cancellation) and refuses
+later ones; the consumer then leaves its group (so the partitions move at once, not after the
+session timeout) and the process exits 0. Anything fetched but not processed is read again by
+the next owner from the positions in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -25,7 +40,8 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 import faust
 from aiokafka import AIOKafkaProducer
@@ -37,9 +53,13 @@ from consumers.pipeline import DeadLetter, Message, Pipeline
 from consumers.postgres import Store
 from streams.codec import Codec
 from streams.engine import Engine, Outcome, Rules
+from streams.errors import ConfigurationError, ServiceError, ServiceUnavailableError
 from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 
 log = logging.getLogger("crisiswatch.worker")
+
+#: How long the startup metadata request to the broker may take, in seconds.
+BROKER_CHECK_TIMEOUT_S: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +187,10 @@ def build_app(config: WorkerConfig, pipeline: Pipeline) -> CrisiswatchApp:
                 for e in events
             ]
             try:
-                rewind = await pipeline.process(batch)
+                # Shielded: a shutdown cancels the agent, never a half-done batch (drain waits).
+                rewind = await asyncio.shield(pipeline.process(batch))
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 log.exception("batch failed beyond retry; exiting so the worker restarts clean")
                 logging.shutdown()
@@ -191,6 +214,98 @@ def build_app(config: WorkerConfig, pipeline: Pipeline) -> CrisiswatchApp:
     return app
 
 
+def check_settings(config: WorkerConfig) -> None:
+    """`ConfigurationError` (exit 2) for any address or URL that cannot be parsed."""
+    for server in config.kafka.split(","):
+        host, sep, port = server.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigurationError(
+                f"--kafka / CRISISWATCH_KAFKA: {server.strip()!r} is not HOST:PORT"
+            )
+    import psycopg
+
+    try:
+        psycopg.conninfo.conninfo_to_dict(config.database_url)
+    except psycopg.Error as exc:
+        # psycopg's message quotes the URL, password included: say only that it is malformed.
+        raise ConfigurationError(
+            "--database-url / CRISISWATCH_DATABASE_URL cannot be parsed as a libpq URL or DSN"
+        ) from exc
+    for name, value in (
+        ("--alertmanager-url / CRISISWATCH_ALERTMANAGER_URL", config.alertmanager_url),
+        ("--dashboard-url / CRISISWATCH_DASHBOARD_URL", config.dashboard_url),
+    ):
+        if value is None:
+            continue
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError as exc:
+            raise ConfigurationError(f"{name}: {value!r} is not a URL ({exc})") from exc
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError(f"{name}: {value!r} is not an http(s)://HOST[:PORT] URL")
+
+
+def check_broker(config: WorkerConfig, timeout_s: float = BROKER_CHECK_TIMEOUT_S) -> None:
+    """One metadata request: `ServiceUnavailableError` if no broker answers in `timeout_s`,
+    `ServiceError` if the events topic does not exist (Faust would otherwise wait forever)."""
+    from consumers.topic import TopicAdminError, list_topics
+
+    # kafka-python logs every failed attempt at INFO-ERROR; the outcome is our one line.
+    library = logging.getLogger("kafka")
+    level = library.level
+    library.setLevel(logging.CRITICAL)
+    try:
+        topics = list_topics(config.kafka, timeout_s=timeout_s)
+    except TopicAdminError as exc:
+        raise ServiceUnavailableError(
+            f"cannot reach Kafka at {config.kafka}: no broker answered a metadata request "
+            f"within {timeout_s:g} s"
+        ) from exc
+    except ValueError as exc:  # kafka-python's own address check
+        raise ConfigurationError(f"--kafka {config.kafka!r}: {exc}") from exc
+    finally:
+        library.setLevel(level)
+    if config.events_topic not in topics:
+        raise ServiceError(
+            f"no topic {config.events_topic!r} on Kafka at {config.kafka} "
+            "(create it with 'crisiswatch topics create')"
+        )
+
+
+async def leave_group(app: Any, timeout_s: float = 10.0) -> None:
+    """Close the Kafka consumer now, which sends LeaveGroup (best effort).
+
+    Faust closes its aiokafka consumer on its own thread at the very end of shutdown, and the
+    process may exit before that thread gets there; the group would then wait a session
+    timeout before moving the partitions. Closing it here, after the drain, is prompt.
+    """
+    thread = getattr(app.consumer, "_thread", None)
+    consumer = getattr(thread, "_consumer", None)
+    if thread is None or consumer is None:
+        return
+
+    async def stop() -> None:
+        coordinator = getattr(consumer, "_coordinator", None)
+        if coordinator is not None and coordinator.generation == 0 and coordinator.member_id:
+            # Tansu numbers the first generation 0, which aiokafka takes for "never joined"
+            # and so skips LeaveGroup; Apache Kafka starts at 1. Send it ourselves.
+            from aiokafka.protocol.group import LeaveGroupRequest
+
+            await coordinator._send_req(
+                LeaveGroupRequest(coordinator.group_id, coordinator.member_id)
+            )
+            log.info("LeaveGroup request succeeded")
+        await consumer.stop()
+
+    try:
+        await asyncio.wait_for(thread.call_thread(stop), timeout_s)
+    except Exception as exc:  # the group then notices after the session timeout
+        log.warning("could not leave the consumer group cleanly: %s", exc)
+    else:
+        log.info("left the consumer group")
+
+
 async def make_pipeline(
     config: WorkerConfig, rules: Rules, codec: Codec
 ) -> tuple[Pipeline, Store, KafkaSink]:
@@ -203,13 +318,24 @@ async def make_pipeline(
 
 
 def run(config: WorkerConfig, rules: Rules, codec: Codec) -> None:
-    """Run a worker until SIGTERM/SIGINT (Faust's worker handles the signals and drains)."""
+    """Run a worker until SIGTERM/SIGINT, which drain it (module docstring); exit code 0.
+
+    Raises `ConfigurationError` or `ServiceError` before starting if a setting is malformed
+    or the broker or database cannot be reached.
+    """
+    check_settings(config)
+    check_broker(config)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     # Metrics first: /health answers (and a busy port fails fast) while PostgreSQL connects.
     metrics = MetricsServer(config.metrics_host, config.metrics_port)
-    loop.run_until_complete(metrics.start())
-    pipeline, store, sink = loop.run_until_complete(make_pipeline(config, rules, codec))
+    try:
+        loop.run_until_complete(metrics.start())
+        pipeline, store, sink = loop.run_until_complete(make_pipeline(config, rules, codec))
+    except BaseException:
+        loop.run_until_complete(metrics.stop())
+        loop.close()
+        raise
     metrics.watch(pipeline)
     notifier = None
     if config.alertmanager_url:
@@ -224,10 +350,18 @@ def run(config: WorkerConfig, rules: Rules, codec: Codec) -> None:
             lambda: notifier.reconcile(pipeline.engine.published(), int(time.time()))
         )
     app = build_app(config, pipeline)
-    worker = faust.Worker(app, loop=loop, loglevel="INFO", quiet=True)
+    # override_logging=False: keep the handler of `consumers.logs` (JSON lines).
+    worker = faust.Worker(app, loop=loop, quiet=True, override_logging=False)
 
     @app.on_before_shutdown.connect  # type: ignore[untyped-decorator]
     async def close(app: Any, **_: Any) -> None:
+        await pipeline.drain()
+        log.info(
+            "leaving the consumer group %r (partitions %s move to the other workers now)",
+            config.group_id,
+            sorted(pipeline.partitions),
+        )
+        await leave_group(app)
         await sink.stop()
         await store.close()
         await metrics.stop()
@@ -235,10 +369,3 @@ def run(config: WorkerConfig, rules: Rules, codec: Codec) -> None:
             await notifier.stop()
 
     worker.execute_from_commandline()
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )

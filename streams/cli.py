@@ -276,8 +276,8 @@ def _settings(model: type[Any]) -> Any:
 # The pipeline's operator commands (imports inside them keep `crisiswatch --help` fast).
 from consumers.commands import db, publish, simulate, topics  # noqa: E402
 from consumers.export import export  # noqa: E402
-from dashboards.command import dashboards  # noqa: E402
 from consumers.rules_command import rules  # noqa: E402
+from dashboards.command import dashboards  # noqa: E402
 
 cli.add_command(topics)
 cli.add_command(db)
