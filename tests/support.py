@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -99,3 +101,86 @@ class Webhook:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+def binary(*names: str, package: str) -> str:
+    """The path of the first of `names` on PATH; a failure (never a skip) if none is."""
+    for name in names:
+        path = shutil.which(name)
+        if path is not None:
+            return path
+    pytest.fail(f"{names[0]} is required: apt-get install {package}")
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def ready(url: str) -> bool:
+    """True if `url` answers 200 now."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def start_process(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as output:  # the child keeps its own descriptor
+        return subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+def start_prometheus(
+    tmp_path: Path, metrics_port: int, spec: Any, alertmanager: str | None = None
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """A real Prometheus scraping a worker's /metrics every second, with the rules generated
+    from `spec` (a consumers.alert_rules.RuleSpec), alerting to `alertmanager` if given."""
+    import yaml
+
+    from consumers import alert_rules
+    from consumers.embedded import free_port
+
+    rules = tmp_path / "rules.yml"
+    alert_rules.write(rules, spec)
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)],
+        "scrape_configs": [
+            {
+                "job_name": alert_rules.WORKER_JOB,
+                "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}],
+            }
+        ],
+    }
+    if alertmanager is not None:
+        target = alertmanager.removeprefix("http://")
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [target]}]}]}
+    config_file = tmp_path / "prometheus.yml"
+    config_file.write_text(yaml.safe_dump(config))
+    port = free_port()
+    process = start_process(
+        [
+            binary("prometheus", package="prometheus"),
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        tmp_path / "prometheus.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: ready(f"{url}/-/ready"), 30, "Prometheus to be ready")
+    except BaseException:
+        stop_process(process)
+        raise
+    return url, process

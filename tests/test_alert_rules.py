@@ -34,7 +34,7 @@ from consumers.embedded import free_port
 from consumers.rules_command import rules
 from streams import metric_names
 from streams.geography import regions
-from tests.support import Webhook
+from tests.support import Webhook, binary
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "deploy/prometheus/rules/crisiswatch.rules.yml"
@@ -268,14 +268,6 @@ def test_local_hour_formula_matches_tzdata() -> None:
 
 
 # -- promtool -------------------------------------------------------------------------------
-
-
-def binary(*names: str, package: str) -> str:
-    for name in names:
-        path = shutil.which(name)
-        if path is not None:
-            return path
-    pytest.fail(f"{names[0]} is required: apt-get install {package}")
 
 
 def run(*args: str, cwd: Path = REPO) -> str:

@@ -45,9 +45,7 @@ from streams.errors import ConfigurationError, ServiceUnavailableError
 from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from streams.simulation import SimulationConfig, simulate
 from tests.conftest import REPO
-from tests.support import produce, wait_for
-from tests.test_alert_rules import binary
-from tests.test_paging_e2e import _process, _stop, get_json, ready
+from tests.support import get_json, produce, ready, start_prometheus, stop_process, wait_for
 from tests.test_worker import Worker
 
 DASHBOARD_DIR = REPO / "deploy" / "grafana" / "dashboards"
@@ -189,42 +187,6 @@ class Live:
     region: str  # a region with open clocks
 
 
-def _prometheus(tmp_path: Path, metrics_port: int) -> tuple[str, subprocess.Popen[bytes]]:
-    """Prometheus scraping the worker every second with the generated rules, the long-window
-    group evaluated every second too (it is every 5 minutes in production)."""
-    rules = tmp_path / "rules.yml"
-    alert_rules.write(rules, dataclasses.replace(SPEC, long_interval="1s"))
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(rules)],
-        "scrape_configs": [
-            {
-                "job_name": alert_rules.WORKER_JOB,
-                "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}],
-            }
-        ],
-    }
-    config_file = tmp_path / "prometheus.yml"
-    config_file.write_text(yaml.safe_dump(config))
-    port = free_port()
-    process = _process(
-        [
-            binary("prometheus", package="prometheus"),
-            f"--config.file={config_file}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        tmp_path / "prometheus.log",
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: ready(f"{url}/-/ready"), 30, "Prometheus to be ready")
-    except BaseException:
-        _stop(process)
-        raise
-    return url, process
-
-
 def query(prometheus: str, expr: str) -> dict[str, Any]:
     """/api/v1/query; the whole response, errors included (HTTP 400/422 carry JSON)."""
     data = urllib.parse.urlencode({"query": expr}).encode()
@@ -259,7 +221,10 @@ def live(
         worker = Worker(
             broker.bootstrap, url, tmp / "worker.log", "--metrics-port", str(metrics_port)
         )
-        prometheus, process = _prometheus(tmp, metrics_port)
+        # The long-window rule group is evaluated every second too (5 minutes in production).
+        prometheus, process = start_prometheus(
+            tmp, metrics_port, dataclasses.replace(SPEC, long_interval="1s")
+        )
         try:
             wait_for(lambda: ready(f"http://127.0.0.1:{metrics_port}/ready"), 60, "the worker")
             wait_for(
@@ -285,7 +250,7 @@ def live(
             assert regions, "no open clocks by region"
             yield Live(prometheus, url, regions[0]["metric"]["region"])
         finally:
-            _stop(process)
+            stop_process(process)
             worker.stop()
 
 

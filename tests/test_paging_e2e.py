@@ -9,9 +9,7 @@ metrics; and no referral identifier may appear in any Prometheus series.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -22,14 +20,23 @@ from typing import Any
 import pytest
 import yaml
 
-from consumers import alert_rules
 from consumers.alert_rules import SPEC, BacklogAlert
 from consumers.embedded import EmbeddedBroker, free_port
 from consumers.postgres import migrate
 from consumers.topic import create_topics
 from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
-from tests.support import Webhook, produce, wait_for
-from tests.test_alert_rules import ALERTMANAGER_DIR, RECEIVERS, binary
+from tests.support import (
+    Webhook,
+    binary,
+    get_json,
+    produce,
+    ready,
+    start_process,
+    start_prometheus,
+    stop_process,
+    wait_for,
+)
+from tests.test_alert_rules import ALERTMANAGER_DIR, RECEIVERS
 from tests.test_worker import Worker, event
 
 pytestmark = pytest.mark.integration
@@ -37,38 +44,11 @@ pytestmark = pytest.mark.integration
 REFERRAL = "E2E-PAGE-1"
 
 
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.loads(response.read())
-
-
-def ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def webhook() -> Iterator[Webhook]:
     hook = Webhook()
     yield hook
     hook.close()
-
-
-def _process(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as output:
-        return subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
 
 
 @pytest.fixture
@@ -87,7 +67,7 @@ def alertmanager(tmp_path: Path, webhook: Webhook) -> Iterator[str]:
         route.update(group_wait="1s", group_interval="1s")
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
-    process = _process(
+    process = start_process(
         [
             binary("alertmanager", "prometheus-alertmanager", package="prometheus-alertmanager"),
             f"--config.file={config_file}",
@@ -102,48 +82,7 @@ def alertmanager(tmp_path: Path, webhook: Webhook) -> Iterator[str]:
         wait_for(lambda: ready(f"{url}/-/ready"), 30, "Alertmanager to be ready")
         yield url
     finally:
-        _stop(process)
-
-
-def _prometheus(tmp_path: Path, metrics_port: int, alertmanager: str) -> tuple[str, Any]:
-    """Prometheus scraping the worker every second with the generated rules, except that the
-    at-risk backlog pages from the first at-risk clock (the real threshold is 20 for 10m)."""
-    spec = dataclasses.replace(
-        SPEC,
-        backlog=(BacklogAlert("CrisiswatchAtRiskBacklog", "ucr_2h", "at_risk", 0, "0s", "page"),),
-    )
-    rules = tmp_path / "rules.yml"
-    alert_rules.write(rules, spec)
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(rules)],
-        "alerting": {
-            "alertmanagers": [
-                {"static_configs": [{"targets": [alertmanager.removeprefix("http://")]}]}
-            ]
-        },
-        "scrape_configs": [
-            {
-                "job_name": alert_rules.WORKER_JOB,
-                "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}],
-            }
-        ],
-    }
-    config_file = tmp_path / "prometheus.yml"
-    config_file.write_text(yaml.safe_dump(config))
-    port = free_port()
-    process = _process(
-        [
-            binary("prometheus", package="prometheus"),
-            f"--config.file={config_file}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        tmp_path / "prometheus.log",
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: ready(f"{url}/-/ready"), 30, "Prometheus to be ready")
-    return url, process
+        stop_process(process)
 
 
 def test_a_referral_nearing_its_limit_pages_its_region_and_the_visit_resolves_it(
@@ -158,7 +97,17 @@ def test_a_referral_nearing_its_limit_pages_its_region_and_the_visit_resolves_it
             broker.bootstrap, url, tmp_path / "worker.log",
             "--alertmanager-url", alertmanager, "--metrics-port", str(metrics_port),
         )  # fmt: skip
-        prometheus, prometheus_process = _prometheus(tmp_path, metrics_port, alertmanager)
+        # The generated rules, except that the at-risk backlog pages from the first at-risk
+        # clock (the real threshold is 20 for 10m).
+        spec = dataclasses.replace(
+            SPEC,
+            backlog=(
+                BacklogAlert("CrisiswatchAtRiskBacklog", "ucr_2h", "at_risk", 0, "0s", "page"),
+            ),
+        )
+        prometheus, prometheus_process = start_prometheus(
+            tmp_path, metrics_port, spec, alertmanager
+        )
         try:
             wait_for(lambda: ready(f"http://127.0.0.1:{metrics_port}/ready"), 60, "the worker")
             now = time.time()
@@ -225,5 +174,5 @@ def test_a_referral_nearing_its_limit_pages_its_region_and_the_visit_resolves_it
                 values = get_json(f"{prometheus}/api/v1/label/{quoted}/values")["data"]
                 assert not any(REFERRAL in str(v) for v in values), name
         finally:
-            _stop(prometheus_process)
+            stop_process(prometheus_process)
             worker.stop()
