@@ -58,6 +58,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
+LIBRARY_LOGGERS = ("aiokafka", "kafka", "faust", "mode", "psycopg", "aiohttp")
+
+
 def configure_logging(level: str, fmt: str = "json", stream: TextIO | None = None) -> None:
     """Replace the root logger's handlers by one writing `fmt` lines to `stream` (stderr).
 
@@ -75,3 +78,7 @@ def configure_logging(level: str, fmt: str = "json", stream: TextIO | None = Non
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(number)
+    # Client libraries log message keys and payloads at DEBUG (aiokafka prints produce
+    # requests): they never go below INFO, so DEBUG shows crisiswatch's own detail only.
+    for library in LIBRARY_LOGGERS:
+        logging.getLogger(library).setLevel(max(number, logging.INFO))

@@ -388,11 +388,15 @@ class Pipeline:
         self.stats.last_write = self.clock()
 
     def _dead_letter(self, message: Message, rejection: Rejection) -> DeadLetter:
-        value = message.value
+        # Key and value as sent, except NHS numbers (publishers key by referral id, which a
+        # source could fill with one).
+        value, key = message.value, message.key
         if may_contain(value):
             value = self.codec.scrub_text(value).encode("utf-8", errors="surrogateescape")
+        if key is not None and may_contain(key):
+            key = self.codec.scrub_text(key).encode("utf-8", errors="surrogateescape")
         return DeadLetter(
-            message.key,
+            key,
             value,
             rejection.reason,
             rejection.field,

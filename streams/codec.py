@@ -243,12 +243,24 @@ def _rejection(doc: dict[str, Any], exc: fastjsonschema.JsonSchemaValueException
 def _unstorable(doc: dict[str, Any]) -> str | None:
     """Why a document cannot be stored as UTF-8 text/JSONB (lone surrogate, NUL), or None."""
     try:
-        text = json.dumps(doc, ensure_ascii=False).encode("utf-8")
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         return "contains a lone UTF-16 surrogate (\\ud800-\\udfff escape)"
-    if b"\\u0000" in text or b"\x00" in text:
+    if _has_nul(doc):
         return "contains a NUL character (\\u0000)"
     return None
+
+
+def _has_nul(value: Any) -> bool:
+    """A NUL in any string or key (the text `\\u0000` itself, a backslash and five
+    characters, is fine)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in k or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _parse_time(text: str) -> int:

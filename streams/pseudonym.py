@@ -65,6 +65,12 @@ class Pseudonymiser:
             return [self.scrub_tree(v) for v in value]
         if isinstance(value, int | float) and not isinstance(value, bool):
             # A source may send the number as a JSON number: it becomes its pseudonym (a string).
+            # An integral float (9434765919.0, or 9.434765919e9 in the JSON text) is read as
+            # its integer digits, else str() would hide them behind ".0" or an exponent.
+            if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+                text = str(int(value))
+                scrubbed = self.scrub(text)
+                return scrubbed if scrubbed != text else value
             text = str(value)
             scrubbed = self.scrub(text)
             return scrubbed if scrubbed != text else value
@@ -84,6 +90,9 @@ class Pseudonymiser:
 _DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
 _SHAPE: Final = re.compile(rb"000[ -]?000[ -]?0000")
 _ZERO: Final = ord("0")
+# A JSON number with an exponent (9.434765919e9) spells an NHS number without a 10-digit run:
+# any digit followed by an exponent marker sends the text to the full parse-and-scrub.
+_EXPONENT: Final = re.compile(rb"0[eE][+-]?0")
 
 
 def may_contain(raw: bytes | str) -> bool:
@@ -95,6 +104,8 @@ def may_contain(raw: bytes | str) -> bool:
     if b"\\u" in data:
         return True
     zeros = data.translate(_DIGITS_TO_ZERO)
+    if _EXPONENT.search(zeros) is not None:
+        return True
     end = len(zeros)
     match = _SHAPE.search(zeros)
     while match is not None:
