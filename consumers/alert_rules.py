@@ -602,17 +602,22 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str)
 
 
-def render(spec: RuleSpec = SPEC) -> str:
-    """The rules file: deterministic (sorted keys, table order, no timestamps)."""
+def dump(value: Any, header: str = HEADER) -> str:
+    """Deterministic YAML of generated rules (sorted keys, no timestamps) under `header`."""
     body = yaml.dump(
-        rule_groups(spec),
+        value,
         Dumper=_Dumper,
         sort_keys=True,
         default_flow_style=False,
         allow_unicode=True,
         width=1_000_000,  # one line per annotation: readable diffs, no folding
     )
-    return HEADER + body
+    return header + body
+
+
+def render(spec: RuleSpec = SPEC) -> str:
+    """The rules file: deterministic (sorted keys, table order, no timestamps)."""
+    return dump(rule_groups(spec))
 
 
 def write(path: Path, spec: RuleSpec = SPEC) -> None:

@@ -331,7 +331,7 @@ class Pipeline:
         async with self._lock:
             if self._draining:
                 return 0
-            changes = self.engine.advance(int(self.clock()))
+            changes = self.engine.advance(now)
             if not changes:
                 return 0
             await self._emit(changes, [], now)

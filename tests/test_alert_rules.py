@@ -507,13 +507,6 @@ def test_notification_template_lists_a_regions_referrals(amtool: str, tmp_path: 
 
 
 @pytest.fixture
-def webhook() -> Iterator[Webhook]:
-    hook = Webhook()
-    yield hook
-    hook.close()
-
-
-@pytest.fixture
 def live_alertmanager(deployed: Path, webhook: Webhook) -> Iterator[str]:
     """The deployed configuration with webhooks pointed at `webhook` (path = receiver name)
     and a 1-second group wait; routes, grouping, inhibition and secrets files unchanged."""

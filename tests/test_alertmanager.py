@@ -140,13 +140,6 @@ class Alertmanager:
 
 
 @pytest.fixture
-def webhook() -> Iterator[Webhook]:
-    hook = Webhook()
-    yield hook
-    hook.close()
-
-
-@pytest.fixture
 def alertmanager(tmp_path: Path, webhook: Webhook) -> Iterator[Alertmanager]:
     am = Alertmanager(tmp_path, webhook.url + "/hook")
     am.start()

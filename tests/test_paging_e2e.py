@@ -45,13 +45,6 @@ REFERRAL = "E2E-PAGE-1"
 
 
 @pytest.fixture
-def webhook() -> Iterator[Webhook]:
-    hook = Webhook()
-    yield hook
-    hook.close()
-
-
-@pytest.fixture
 def alertmanager(tmp_path: Path, webhook: Webhook) -> Iterator[str]:
     """The deployed Alertmanager configuration, webhooks pointed at `webhook`, fast timers."""
     target = tmp_path / "alertmanager"
