@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg import sql
 
+from benchmarks.report import report
 from consumers.export import export_period
 from consumers.postgres import AuditRow, Batch, Store, clock_row, migrate
 from streams.codec import Codec, Rejection
@@ -186,11 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         total, query = timed(url, rules, args.repeat, **options)
         results[f"{name}: seconds"] = round(total, 2)
         results[f"{name}: query seconds"] = round(query, 2)
-    print("| measure | value |\n|---|---|")
-    for key, value in results.items():
-        print(f"| {key} | {value} |")
-    if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    report(results, args.json)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from benchmarks.report import report
 from streams.codec import Codec
 from streams.pseudonym import Pseudonymiser
 from streams.replay import replay
@@ -99,11 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         "replay_events_per_second": round(lines / replay_s),
         "replay_over_parse_only": round(replay_s / parse_s, 2),
     }
-    print("| measure | value |\n|---|---|")
-    for key, value in result.items():
-        print(f"| {key} | {value} |")
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    report(result, args.json)
 
 
 if __name__ == "__main__":

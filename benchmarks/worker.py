@@ -28,6 +28,7 @@ from pathlib import Path
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from benchmarks.report import report
 from consumers.embedded import EmbeddedBroker
 from consumers.postgres import migrate
 from consumers.publisher import EventPublisher
@@ -142,9 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         "worker_events_per_second": round(sent / worker_s),
         "throughput_ratio": round(raw_s / worker_s, 3),
     }
-    print("| measure | value |\n|---|---|")
-    for key, value in result.items():
-        print(f"| {key} | {value} |")
+    report(result)
 
 
 if __name__ == "__main__":
