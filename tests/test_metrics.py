@@ -539,13 +539,17 @@ def test_a_live_worker_serves_clean_metrics(
     lines = (shared / "golden" / "events.ndjson").read_bytes().splitlines()
     produce(broker.bootstrap, lines)
 
-    def events_counted() -> bool:
+    def events_counted_and_written() -> bool:
+        # Events are counted when merged, before their batch's transaction commits: wait for
+        # the commit too, or the write timestamp may not exist yet.
         status, text = http(f"{base}/metrics")
         values = sample_values(text) if status == 200 else {}
-        return sum(v for (n, _), v in values.items() if n == "crisiswatch_events_total") > 0
+        counted = sum(v for (n, _), v in values.items() if n == "crisiswatch_events_total") > 0
+        written = ("crisiswatch_last_postgres_write_timestamp_seconds", ()) in values
+        return counted and written
 
     wait_for(lambda: http(f"{base}/ready")[0] == 200, 90, "/ready")
-    wait_for(events_counted, 90, "crisiswatch_events_total > 0")
+    wait_for(events_counted_and_written, 90, "events counted and a batch written")
     assert "metrics on http://127.0.0.1:" in log.read_text(errors="replace")
 
     status, text = http(f"{base}/metrics")
