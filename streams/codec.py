@@ -275,11 +275,24 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    # 1e400 is JSON, but beyond a double it becomes Infinity, which jsonb (and most JSON
+    # consumers) refuse: the audit write would then fail on every retry.
+    value = float(text)
+    if value in (_INF, -_INF):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+_INF: Final = float("inf")
+
+
 # A JSON escape of a digit, a space or a hyphen: the characters an NHS number is written with.
 _DIGIT_ESCAPE: Final = re.compile(r"\\u(003[0-9]|0020|002[dD])")
 
-# NaN and +-Infinity are Python extensions that no JSON consumer (PostgreSQL jsonb) accepts.
-_JSON: Final = json.JSONDecoder(parse_constant=_no_constant)
+# NaN and +-Infinity are Python extensions that no JSON consumer (PostgreSQL jsonb) accepts;
+# nor can a number too large for a double be written back as JSON.
+_JSON: Final = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
 
 
 def _one_line(text: str, limit: int = 300) -> str:
