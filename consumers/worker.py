@@ -3,8 +3,9 @@
 Faust owns the consumer group (partition assignment, rebalances, fetching); the pipeline owns
 correctness. Three pieces of glue:
 
-* an agent takes batches of events (`take_events`, with partition and offset) and hands them
-  to `Pipeline.process`, seeking back any partition it asks to rewind;
+* Faust's per-record fetch loop is replaced: every fetch from the events topic goes to
+  `Pipeline.process` as one batch (at most `batch_size` records each), with no Faust event,
+  stream or agent per record; a partition the pipeline asks to rewind is seeked back;
 * a timer calls `Pipeline.tick` four times a second, so a clock turns at risk or breached
   within a second of its threshold with no event arriving;
 * the consumer's `perform_seek` is wrapped: Faust seeks assigned partitions to the offsets
@@ -71,7 +72,6 @@ class WorkerConfig:
     outcomes_topic: str = OUTCOMES_TOPIC
     dlq_topic: str = DLQ_TOPIC
     batch_size: int = 2000  # events per pipeline batch (one PostgreSQL transaction)
-    batch_wait: float = 0.1  # seconds to wait for a batch to fill
     tick_interval: float = 0.25  # seconds between deadline checks
     session_timeout: float = 6.0  # seconds; a dead worker's partitions move after this
     data_dir: str = "/tmp/crisiswatch-worker"
@@ -134,10 +134,21 @@ class KafkaSink:
 
 
 class CrisiswatchApp(faust.App):  # type: ignore[misc]
-    """faust.App whose consumer re-seeks to positions stored in PostgreSQL (module doc)."""
+    """faust.App whose consumer hands whole fetches to the pipeline (module docstring).
+
+    Two changes to Faust's consumer, made when it is created:
+
+    * `perform_seek` (after every assignment) re-seeks the events partitions to the positions
+      stored in PostgreSQL, after Faust's own seek to Kafka's committed offsets;
+    * `_drain_messages`, Faust's fetch loop, is replaced by `_drain_batches`: each fetch's
+      records become one list of `Message`s for `Pipeline.process`, instead of one Faust
+      event (and stream/agent dispatch) per record. Faust still owns the group, the
+      subscription, rebalances and flow control (a paused or revoked partition is not fetched).
+    """
 
     pipeline: Pipeline
     events_topic_name: str
+    batch_size: int
 
     def _new_consumer(self) -> Any:
         consumer = super()._new_consumer()
@@ -152,8 +163,49 @@ class CrisiswatchApp(faust.App):  # type: ignore[misc]
             for tp in mine:
                 await consumer.seek(tp, positions[tp.partition])
 
+        async def drain_messages(fetcher: Any) -> None:
+            await self._drain_batches(consumer, fetcher)
+
         consumer.perform_seek = perform_seek
+        consumer._drain_messages = drain_messages
         return consumer
+
+    async def _drain_batches(self, consumer: Any, fetcher: Any) -> None:
+        """Fetch records and process them a batch at a time, until the consumer stops."""
+        topic = self.events_topic_name
+        pipeline = self.pipeline
+        size = self.batch_size
+        while not (consumer.should_stop or fetcher.should_stop or pipeline.draining):
+            generation = self.consumer_generation_id
+            records, _ = await consumer._wait_next_records(1.0)
+            if not records or consumer.should_stop:
+                await asyncio.sleep(0)
+                continue
+            if generation != self.consumer_generation_id:
+                continue  # rebalanced while fetching: positions are about to be re-seeked
+            assigned = consumer.assignment()
+            batch = [
+                Message(tp.partition, record.offset, record.key, record.value)
+                for tp, partition_records in records.items()
+                if tp.topic == topic and tp in assigned
+                for record in partition_records
+            ]
+            for start in range(0, len(batch), size):
+                try:
+                    # Shielded: a shutdown cancels this loop, never a half-done batch (the
+                    # drain waits for it).
+                    rewind = await asyncio.shield(pipeline.process(batch[start : start + size]))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("batch failed beyond retry; exiting so the worker restarts clean")
+                    logging.shutdown()
+                    os._exit(70)
+                for partition, offset in rewind.items():
+                    await consumer.seek(TP(topic, partition), offset)
+                if rewind:
+                    break  # the rest of this fetch lies beyond a rewound position
+            await asyncio.sleep(0)  # let the timer and the metrics server in
 
 
 def build_app(config: WorkerConfig, pipeline: Pipeline) -> CrisiswatchApp:
@@ -167,36 +219,18 @@ def build_app(config: WorkerConfig, pipeline: Pipeline) -> CrisiswatchApp:
         broker_rebalance_timeout=60.0,
         consumer_auto_offset_reset="earliest",
         producer_acks=1,
-        # Faust's commits are advisory only (positions live in PostgreSQL).
+        # Faust's commits are advisory only (positions live in PostgreSQL); nothing is acked.
         broker_commit_every=10_000,
         broker_commit_interval=2.8,
         web_enabled=False,
         topic_allow_declare=False,
         topic_disable_leader=True,
-        stream_buffer_maxsize=max(4096, config.batch_size * 2),
     )
     app.pipeline = pipeline
     app.events_topic_name = config.events_topic
-    topic = app.topic(config.events_topic, value_serializer="raw", key_serializer="raw")
-
-    @app.agent(topic)  # type: ignore[untyped-decorator]
-    async def consume(stream: Any) -> None:
-        async for events in stream.take_events(config.batch_size, within=config.batch_wait):
-            batch = [
-                Message(e.message.partition, e.message.offset, e.message.key, e.value)
-                for e in events
-            ]
-            try:
-                # Shielded: a shutdown cancels the agent, never a half-done batch (drain waits).
-                rewind = await asyncio.shield(pipeline.process(batch))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("batch failed beyond retry; exiting so the worker restarts clean")
-                logging.shutdown()
-                os._exit(70)
-            for partition, offset in rewind.items():
-                await app.consumer.seek(TP(config.events_topic, partition), offset)
+    app.batch_size = config.batch_size
+    # Subscribe to the events topic without an agent: `_drain_batches` consumes it.
+    app.topics.add(app.topic(config.events_topic, value_serializer="raw", key_serializer="raw"))
 
     @app.timer(interval=config.tick_interval)  # type: ignore[untyped-decorator]
     async def tick() -> None:
