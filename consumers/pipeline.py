@@ -20,6 +20,15 @@ identical each time; clocks, audit rows and positions are written exactly once. 
 committed offsets and Faust's changelogs play no part (the broker here cannot be trusted with
 them, and Apache Kafka does not need them for this to be correct).
 
+Pipelining
+----------
+The worker calls `process(..., wait=False)`: step 3 of batch N runs on the store's writer
+thread while batch N+1 goes through steps 1 and 2; batch N+1's own transaction starts only
+once N's has committed. Clocks written by a transaction still running stay in memory, so a
+read-back from PostgreSQL never sees an older clock than the worker holds (see `process`).
+Outcomes of N+1 may reach Kafka before N commits; a crash redoes both from the stored
+positions and publishes the same outcomes again.
+
 Partitions and memory
 ---------------------
 A worker owns the clocks of the partitions assigned to it. On assignment it loads the open
@@ -39,9 +48,9 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import ParamSpec, Protocol, TypeVar
+from typing import Any, Final, NamedTuple, ParamSpec, Protocol, TypeAlias, TypeVar
 
 from consumers.postgres import AuditRow, Batch, ClockRow, Store, clock_row, is_transient
 from streams.codec import Codec, Rejection
@@ -52,11 +61,14 @@ from streams.pseudonym import may_contain
 
 log = logging.getLogger("crisiswatch.pipeline")
 P = ParamSpec("P")
+#: Messages decoded between two turns of the event loop (see `Pipeline._decode`).
+DECODE_SLICE: Final = 100
+#: What `Codec.decode_record` gives for one message.
+Decoded: TypeAlias = tuple[Event, dict[str, Any], str | None] | Rejection
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """One consumed Kafka record."""
 
     partition: int
@@ -141,10 +153,15 @@ class Pipeline:
         # Called after partitions are loaded or revoked (e.g. to take over their alerts).
         self.ownership_listeners: list[Callable[[], None]] = []
         self._lock = asyncio.Lock()
-        self._positions: dict[int, int] = {}  # owned partition -> next offset to process
+        self._positions: dict[int, int] = {}  # owned partition -> next offset, committed
+        self._next: dict[int, int] = {}  # owned partition -> next offset, processed
         self._partition_of: dict[str, int] = {}  # referral id -> partition, for clocks in memory
         self._rewound: dict[int, int] = {}  # partition -> position we last rewound it to
         self._draining = False  # set by drain(): no new batch or tick starts
+        # The last batch's write, when `process(..., wait=False)` left it running, and the
+        # referrals it wrote (their clocks stay in memory until it commits).
+        self._writing: asyncio.Task[None] | None = None
+        self._writing_touched: Iterable[str] = ()
 
     # -- partitions ----------------------------------------------------------------------------
 
@@ -155,12 +172,14 @@ class Pipeline:
     async def assign(self, partitions: Iterable[int]) -> dict[int, int]:
         """Own these partitions: load their clocks (once) and return their next offsets."""
         async with self._lock:
+            await self._settle()
             await self._load([p for p in partitions if p not in self._positions])
             return {p: self._positions[p] for p in partitions}
 
     async def revoke(self, partitions: Iterable[int]) -> None:
         """Give partitions up: their clocks leave memory (they are all in PostgreSQL)."""
         async with self._lock:
+            await self._settle()
             gone = set(partitions)
             for referral_id, partition in list(self._partition_of.items()):
                 if partition in gone:
@@ -168,6 +187,7 @@ class Pipeline:
                     del self._partition_of[referral_id]
             for partition in gone:
                 self._positions.pop(partition, None)
+                self._next.pop(partition, None)
             if gone:
                 log.info("revoked partitions %s", sorted(gone))
                 self._ownership_changed()
@@ -183,7 +203,7 @@ class Pipeline:
             self.engine.load(state)
             self._partition_of[state["referral_id"]] = partition
         for partition in partitions:
-            self._positions[partition] = positions.get(partition, 0)
+            self._positions[partition] = self._next[partition] = positions.get(partition, 0)
         log.info(
             "assigned partitions %s: %d open clocks restored, positions %s",
             sorted(partitions),
@@ -207,6 +227,7 @@ class Pipeline:
         again from the positions in PostgreSQL, so nothing is lost.
         """
         async with self._lock:
+            await self._settle()
             self._draining = True
         log.info("drained: the last batch is written; no new batches are taken")
 
@@ -216,30 +237,82 @@ class Pipeline:
 
     # -- batches -------------------------------------------------------------------------------
 
-    async def process(self, messages: Sequence[Message]) -> dict[int, int]:
+    async def process(self, messages: Sequence[Message], *, wait: bool = True) -> dict[int, int]:
         """Process a batch; returns partitions to rewind {partition: offset} (a gap was seen).
 
         Messages below a partition's stored position were already committed and are skipped.
         A partition whose first message lies beyond its stored position has lost messages in
         between (the consumer was positioned by something other than our store): its messages
         are dropped and the caller must seek it back to the returned offset.
+
+        With `wait=False` the batch's PostgreSQL transaction is left running when this
+        returns (on the store's writer thread), and the next call works on its own batch
+        while it commits. Two rules keep that equivalent to `wait=True`:
+
+        * the next batch's transaction starts only after this one has committed (the next
+          call waits for it just before starting its own), and so do `tick`, `assign`,
+          `revoke`, `drain` and `flush`; a write that fails beyond retry is raised by
+          whichever of them waits for it;
+        * a clock written by a transaction still running stays in memory until it commits
+          (closed clocks are evicted only then, and not if the next batch touched them), so
+          a clock read back from PostgreSQL (`Store.clock_states`, on the store's other
+          connection) is never older than one still being written.
+
+        Outcomes of the next batch may be published before this one commits; after a crash
+        both batches are redone from the stored positions and publish the same outcomes again
+        (at least once, as always).
         """
+        decoded = await self._decode(messages)
         async with self._lock:
             if self._draining:
                 return {}
             self.stats.in_flight = len(messages)
             try:
-                return await self._process(messages)
+                rewind = await self._process(messages, decoded)
+                if wait:
+                    await self._settle()
+                return rewind
             finally:
                 self.stats.in_flight = 0
 
-    async def _process(self, messages: Sequence[Message]) -> dict[int, int]:
-        await self._load(sorted({m.partition for m in messages} - self._positions.keys()))
+    async def _decode(self, messages: Sequence[Message]) -> list[Decoded]:
+        """Decode, yielding to the event loop every `DECODE_SLICE` messages: a write still
+        running then gets its next statement sent as soon as the last one returns, so
+        PostgreSQL works on it while this decodes."""
+        decode = self.codec.decode_record
+        decoded: list[Decoded] = []
+        for start in range(0, len(messages), DECODE_SLICE):
+            decoded.extend(decode(m.value) for m in messages[start : start + DECODE_SLICE])
+            if self._writing is not None:
+                await asyncio.sleep(0)
+        return decoded
+
+    async def flush(self) -> None:
+        """Wait for the write `process(..., wait=False)` left running (raises its failure)."""
+        async with self._lock:
+            await self._settle()
+
+    async def _settle(self, keep: Container[str] = frozenset()) -> None:
+        """Wait for the write in flight to commit; then evict the closed clocks it wrote,
+        except those in `keep` (touched by the batch about to be written)."""
+        writing, touched = self._writing, self._writing_touched
+        self._writing, self._writing_touched = None, ()
+        if writing is not None:
+            await writing
+            self._evict_closed(r for r in touched if r not in keep)
+
+    async def _process(
+        self, messages: Sequence[Message], decoded: Sequence[Decoded]
+    ) -> dict[int, int]:
+        new = sorted({m.partition for m in messages} - self._next.keys())
+        if new:
+            await self._settle()
+            await self._load(new)
         rewind: dict[int, int] = {}
-        expected = dict(self._positions)
+        expected = dict(self._next)
         started: set[int] = set()
-        todo: list[Message] = []
-        for message in messages:
+        todo: list[tuple[Message, Decoded]] = []
+        for message, result in zip(messages, decoded, strict=True):
             partition = message.partition
             position = expected[partition]
             if partition in rewind or message.offset < position:
@@ -260,25 +333,23 @@ class Pipeline:
                 )
             started.add(partition)
             expected[partition] = message.offset + 1
-            todo.append(message)
+            todo.append((message, result))
         if rewind:
             log.warning("consumer ahead of stored positions; rewinding %s", rewind)
         if not todo:
             return rewind
 
-        decode = self.codec.decode_document
-        accepted: list[tuple[Message, Event, dict[str, object]]] = []
+        accepted: list[tuple[Message, Event, dict[str, Any], str | None]] = []
         dead: list[DeadLetter] = []
-        for message in todo:
-            result = decode(message.value)
+        for message, result in todo:
             if isinstance(result, Rejection):
                 dead.append(self._dead_letter(message, result))
                 self.stats.rejected[result.reason] += 1
             else:
-                accepted.append((message, result[0], result[1]))
+                accepted.append((message, *result))
 
         # Referrals not in memory may exist in PostgreSQL (closed clocks, another owner's past).
-        missing = {e.referral_id for _, e, _ in accepted if e.referral_id not in self.engine}
+        missing = {e.referral_id for _, e, _, _ in accepted if e.referral_id not in self.engine}
         if missing:
             states = await self._retrying("load referrals", self.store.clock_states, missing)
             for state in states.values():
@@ -287,7 +358,7 @@ class Pipeline:
         engine = self.engine
         now = int(self.clock())
         touched: dict[str, None] = {}  # insertion-ordered set
-        for message, event, _ in accepted:
+        for message, event, _, _ in accepted:
             touched[event.referral_id] = None
             self._partition_of[event.referral_id] = message.partition
             if engine.ingest(event) is None:
@@ -310,25 +381,39 @@ class Pipeline:
                 str(document.get("source", "")),
                 message.partition,
                 message.offset,
-                document,
+                document if text is None else text,
             )
-            for message, event, document in accepted
+            for message, event, document, text in accepted
         ]
         positions = {(self.topic, p): offset for p, offset in expected.items() if p not in rewind}
         await self._emit(changes, dead, now)
-        await self._write(Batch(audit, self._clock_rows(touched), positions))
-        self._positions.update({p: o for (_, p), o in positions.items()})
-        self._evict_closed(touched)
-        self.stats.batches += 1
+        batch = Batch(audit, self._clock_rows(touched), positions)
+        self._next.update({p: o for (_, p), o in positions.items()})
+        await self._settle(keep=touched)
+        self._writing = asyncio.create_task(self._commit(batch))
+        self._writing_touched = touched
         return rewind
 
+    async def _commit(self, batch: Batch) -> None:
+        """Write a batch; then (committed) advance the stored positions."""
+        await self._write(batch)
+        self._positions.update({p: o for (_, p), o in batch.positions.items()})
+        self.stats.batches += 1
+
     async def tick(self) -> int:
-        """Publish the live-state changes due by the wall clock; returns how many."""
+        """Publish the live-state changes due by the wall clock; returns how many.
+
+        Also the prompt witness of a write `process(..., wait=False)` left running: one that
+        failed beyond retry is raised here within a tick, even if no batch follows.
+        """
+        if self._writing is not None and self._writing.done():
+            await self.flush()
         deadline = self.engine.next_deadline()
         now = int(self.clock())
         if deadline is None or deadline > now:
             return 0
         async with self._lock:
+            await self._settle()
             if self._draining:
                 return 0
             changes = self.engine.advance(now)

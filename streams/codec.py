@@ -115,6 +115,15 @@ class Codec:
 
     def decode_document(self, raw: bytes | str) -> tuple[Event, dict[str, Any]] | Rejection:
         """As `decode`, with the (scrubbed) JSON document kept for the audit log."""
+        result = self.decode_record(raw)
+        return result if isinstance(result, Rejection) else (result[0], result[1])
+
+    def decode_record(
+        self, raw: bytes | str
+    ) -> tuple[Event, dict[str, Any], str | None] | Rejection:
+        """As `decode_document`, plus the message's own JSON text when that text *is* the
+        document to keep (no NHS number was replaced), else None: a store can then keep the
+        text as sent instead of encoding the document again."""
         if len(raw) > self.max_bytes:
             return Rejection(TOO_LARGE, None, f"{len(raw)} bytes > limit of {self.max_bytes}")
         try:
@@ -139,16 +148,17 @@ class Codec:
             rejection = self._explain(doc)
             if rejection is not None:
                 return rejection
-        text = doc["time"]
+        time = doc["time"]
         try:
-            instant = _parse_time(text)
+            instant = _parse_time(time)
         except ValueError as exc:
             return Rejection(BAD_TIME, "time", _one_line(str(exc)))
         if not MIN_TIME <= instant < MAX_TIME:
-            return Rejection(BAD_TIME, "time", f"{text!r} is outside 2000-2099")
+            return Rejection(BAD_TIME, "time", f"{time!r} is outside 2000-2099")
         if may_contain(raw):
             doc = self.pseudonymiser.scrub_tree(doc)
-        return self._event(doc, instant), doc
+            return self._event(doc, instant), doc, None
+        return self._event(doc, instant), doc, text
 
     def scrub_text(self, raw: bytes | str) -> str:
         """Raw message text for a DLQ/rejects record: NHS numbers replaced, bad bytes escaped."""
