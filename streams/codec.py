@@ -12,8 +12,9 @@ against the `jsonschema` reference implementation).
 Bad input is data, never an exception: `decode` returns a `Rejection` with a machine-readable
 `reason` (see `REASONS`), the offending field and a human detail.
 
-Order of work per message: size -> JSON -> schema -> time -> NHS-number scrub -> Event, so
-nothing downstream (engine, database, logs, metrics, alerts) ever sees an NHS number in clear.
+Order of work per message: size -> JSON (and nesting depth) -> schema -> time -> NHS-number
+scrub -> Event, so nothing downstream (engine, database, logs, metrics, alerts) ever sees an
+NHS number in clear; a rejection's field and detail are scrubbed too.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ REASONS: Final = (
 )
 
 DEFAULT_MAX_BYTES: Final = 64 * 1024  # an event is a few hundred bytes; refuse megabytes
+# Arrays/objects nested in one another (an event needs 2: the envelope and `data`). RFC 8259
+# lets a parser limit nesting; past this a message is refused as invalid_json, like one
+# nested past the parser's own (stack-dependent) limit.
+MAX_DEPTH: Final = 64
 # Event times outside this range are data errors, not history or plans (epoch seconds:
 # 2000-01-01T00:00:00Z and 2100-01-01T00:00:00Z). They would otherwise drag a watermark.
 MIN_TIME: Final = 946_684_800
@@ -115,6 +120,16 @@ class Codec:
 
     def decode_document(self, raw: bytes | str) -> tuple[Event, dict[str, Any]] | Rejection:
         """As `decode`, with the (scrubbed) JSON document kept for the audit log."""
+        result = self._decode(raw)
+        if isinstance(result, Rejection):
+            # A rejection's field path names object keys, and its detail may quote the input
+            # (a key, a number): either can be an NHS number, and both travel in DLQ headers.
+            scrub = self.pseudonymiser.scrub
+            field = scrub(result.field) if result.field is not None else None
+            return Rejection(result.reason, field, scrub(result.detail))
+        return result
+
+    def _decode(self, raw: bytes | str) -> tuple[Event, dict[str, Any]] | Rejection:
         if len(raw) > self.max_bytes:
             return Rejection(TOO_LARGE, None, f"{len(raw)} bytes > limit of {self.max_bytes}")
         try:
@@ -128,6 +143,15 @@ class Codec:
             doc = _JSON.decode(text)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             return Rejection(INVALID_JSON, None, _one_line(str(exc)))
+        # Every step below (schema, scrub, storability) recurses once or more per level:
+        # refuse what could exhaust the stack there (a RecursionError would stop the worker).
+        # Counting brackets first keeps the walk off ordinary events.
+        if isinstance(raw, bytes):
+            brackets = raw.count(b"[") + raw.count(b"{")
+        else:
+            brackets = raw.count("[") + raw.count("{")
+        if brackets > MAX_DEPTH and _deeper_than(doc, MAX_DEPTH):
+            return Rejection(INVALID_JSON, None, f"nested more than {MAX_DEPTH} levels deep")
         if type(doc) is not dict:
             return Rejection(NOT_CLOUDEVENT, None, "not a JSON object")
         if (b"\\u" in raw) if isinstance(raw, bytes) else ("\\u" in raw):
@@ -263,11 +287,30 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
+def _deeper_than(value: Any, limit: int) -> bool:
+    """True if arrays/objects nest more than `limit` levels deep in `value` (no recursion)."""
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        level = [
+            child
+            for container in level
+            for child in (container.values() if isinstance(container, dict) else container)
+            if isinstance(child, dict | list)
+        ]
+    return False
+
+
 def _parse_time(text: str) -> int:
     """RFC 3339 (schema-checked shape) -> whole epoch seconds, fraction truncated."""
     parsed = datetime.fromisoformat(text.upper() if ("t" in text or "z" in text) else text)
     if parsed.tzinfo is None:  # pragma: no cover - the schema pattern requires an offset
         raise ValueError("time has no UTC offset")
+    if text[-3] == ":" and text[-2] > "5":  # ends +HH:MM; fromisoformat takes +05:60 as 06:00
+        raise ValueError("UTC offset minutes must be 00-59 (RFC 3339)")
     return int(parsed.timestamp() // 1)
 
 
