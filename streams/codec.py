@@ -180,7 +180,13 @@ class Codec:
         # Digits hidden from the scan: JSON escapes (\u0039 is "9") and the NUL bytes between
         # the characters of UTF-16/32 text. Neither is meaningful in a rejected message's text.
         text = _DIGIT_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text.replace("\x00", ""))
-        return self.pseudonymiser.scrub(text)
+        if "\\" not in text:
+            return self.pseudonymiser.scrub(text)
+        # Any other escape (JSON's \u00a0, or \x80 for a byte that is not UTF-8) stands for a
+        # character that is not a digit, but its hex digits would run into a number right after
+        # it ("\u00a09434765919") and hide it from the scan: scrub between the escapes.
+        scrub = self.pseudonymiser.scrub
+        return "".join(p if i % 2 else scrub(p) for i, p in enumerate(_ESCAPE.split(text)))
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -332,6 +338,8 @@ _INF: Final = float("inf")
 
 # A JSON escape of a digit, a space or a hyphen: the characters an NHS number is written with.
 _DIGIT_ESCAPE: Final = re.compile(r"\\u(003[0-9]|0020|002[dD])")
+# Any JSON escape, or a backslash-replaced byte (captured: re.split keeps them).
+_ESCAPE: Final = re.compile(r"(\\u[0-9a-fA-F]{4}|\\x[0-9a-fA-F]{2})")
 
 # NaN and +-Infinity are Python extensions that no JSON consumer (PostgreSQL jsonb) accepts;
 # nor can a number too large for a double be written back as JSON.
