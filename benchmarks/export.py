@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     middle = START.date() + timedelta(days=args.days // 2)
     the_week = week(middle, LONDON)
     the_month = parse_month(f"{middle:%Y-%m}", LONDON)
-    runs = {
+    runs: dict[str, dict[str, Any]] = {
         f"week {the_week.label}": {"period": the_week},
         f"week {the_week.label} --publication": {"period": the_week, "publication": True},
         f"week {the_week.label} --detail": {"period": the_week, "detail": True},

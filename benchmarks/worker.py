@@ -1,15 +1,18 @@
 """Worker throughput against raw aiokafka consumption of the same topic, in one run.
 
-    .venv/bin/python -m benchmarks.worker [--events 200000] [--database-url URL]
+    .venv/bin/python -m benchmarks.worker [--events 200000] [--database-url URL] [--json FILE]
 
 Publishes N simulated events to an embedded broker (4 partitions), then measures:
 
 * raw: an aiokafka consumer reading every record of the topic and `json.loads`-ing it;
 * worker: one `crisiswatch worker` process, end to end (broker -> codec -> engine ->
-  PostgreSQL transaction -> outcomes published), timed from its first committed batch to the
-  last event stored (worker start-up and the consumer-group join are excluded).
+  outcomes published -> PostgreSQL transaction), timed from its first committed batch to the
+  last event committed (worker start-up and the consumer-group join are excluded); the rate
+  is extrapolated over the events of the first batch.
 
-The ratio worker/raw is the headline figure. Needs PostgreSQL (default: the local server).
+The ratio worker/raw is the headline figure. Needs PostgreSQL (default: the local server,
+where a scratch database is created and dropped). `crisiswatch bench` runs the same
+measurement (`measure`) among the others.
 """
 
 from __future__ import annotations
@@ -17,29 +20,40 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
-import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, Final
 
-import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from benchmarks import DEFAULT_SERVER
 from benchmarks.report import report
+from benchmarks.services import (
+    Worker,
+    committed,
+    scratch_database,
+    stored_events,
+    worker_process,
+)
 from consumers.embedded import EmbeddedBroker
-from consumers.postgres import migrate
 from consumers.publisher import EventPublisher
 from consumers.topic import create_topics
+from streams.errors import ServiceError
 from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from streams.simulation import SimulationConfig, simulate
 
-PARTITIONS = 4
+PARTITIONS: Final = 4
+#: Batch size of the worker (its default: events per PostgreSQL transaction).
+BATCH_SIZE: Final = 2000
+
+
+def create_bench_topics(kafka: str) -> None:
+    create_topics(kafka, {EVENTS_TOPIC: PARTITIONS, OUTCOMES_TOPIC: PARTITIONS, DLQ_TOPIC: 1})
 
 
 def publish(kafka: str, events: int) -> int:
+    """N simulated England-shaped events (no bad lines, no duplicates) to `referral-events`."""
     config = SimulationConfig(
         start=datetime(2026, 1, 5, tzinfo=UTC),
         duration=timedelta(days=400),
@@ -59,6 +73,7 @@ def publish(kafka: str, events: int) -> int:
 
 
 async def raw_consume(kafka: str, expected: int) -> float:
+    """Seconds for a bare aiokafka consumer to read and `json.loads` `expected` records."""
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -72,78 +87,72 @@ async def raw_consume(kafka: str, expected: int) -> float:
             for records in batches.values():
                 for record in records:
                     json.loads(record.value)
-                seen += sum(len(r) for r in batches.values())
+                seen += len(records)
         return time.perf_counter() - began
     finally:
         await consumer.stop()
 
 
-def worker_run(kafka: str, url: str, expected: int, batch_size: int) -> float:
-    log = Path(tempfile.gettempdir()) / "crisiswatch-bench-worker.log"
-    with log.open("wb") as handle:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--kafka", kafka,
-             "--database-url", url, "--batch-size", str(batch_size), "--log-level", "WARNING"],
-            stdout=handle, stderr=subprocess.STDOUT,
-            env={**os.environ, "CRISISWATCH_PSEUDONYM_KEY": "benchmark-key-0123456789"},
-        )  # fmt: skip
-    try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            first = None
-            while True:
-                row = conn.execute("SELECT count(*) FROM events").fetchone()
-                count = row[0] if row else 0
-                now = time.perf_counter()
-                if count and first is None:
-                    first = (now, count)
-                if count >= expected:
-                    assert first is not None
-                    return (now - first[0]) * expected / max(expected - first[1], 1)
-                if worker.poll() is not None:
-                    raise RuntimeError(f"worker exited {worker.returncode}; see {log}")
-                time.sleep(0.05)
-    finally:
-        worker.terminate()
-        worker.wait(30)
+def time_worker(url: str, expected: int, worker: Worker, timeout_s: float) -> float:
+    """Seconds the worker takes for `expected` events, from its first committed batch.
+
+    The time from the first commit to the last is scaled up by the events of the first batch
+    (processed before the clock started), so start-up and the group join are left out.
+    """
+    deadline = time.monotonic() + timeout_s
+    first: tuple[float, int] | None = None
+    while True:
+        count = committed(url)
+        now = time.perf_counter()
+        if count and first is None:
+            first = (now, count)
+        if count >= expected:
+            assert first is not None
+            return (now - first[0]) * expected / max(expected - first[1], 1)
+        worker.check()
+        if time.monotonic() > deadline:
+            raise ServiceError(
+                f"the benchmark worker committed {count} of {expected} events in "
+                f"{timeout_s:.0f} s; see {worker.log}"
+            )
+        time.sleep(0.02)
+
+
+def measure(server: str, events: int, batch_size: int = BATCH_SIZE) -> dict[str, Any]:
+    """Raw consumption and one worker over the same `events` simulated events."""
+    with scratch_database(server, "throughput") as url, EmbeddedBroker() as broker:
+        create_bench_topics(broker.bootstrap)
+        sent = publish(broker.bootstrap, events)
+        raw_s = asyncio.run(raw_consume(broker.bootstrap, sent))
+        with worker_process(
+            broker.bootstrap, url, batch_size=batch_size, label="throughput"
+        ) as worker:
+            # Generous: start-up, plus the run at a tenth of the rate measured here.
+            worker_s = time_worker(url, sent, worker, timeout_s=120 + sent / 100)
+        stored = stored_events(url)
+    if stored != sent:
+        raise ServiceError(f"the worker stored {stored} events of {sent}")
+    raw_rate = sent / raw_s
+    worker_rate = sent / worker_s
+    return {
+        "throughput_events": sent,
+        "raw_events_per_second": round(raw_rate),
+        "worker_events_per_second": round(worker_rate),
+        "throughput_ratio": round(worker_rate / raw_rate, 4),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument(
-        "--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
+        "--database-url", default=DEFAULT_SERVER,
         help="a server where a scratch database may be created",
     )  # fmt: skip
+    parser.add_argument("--json", type=Path, default=None, help="also write results as JSON")
     args = parser.parse_args(argv)
-    name = f"cw_bench_{os.getpid()}"
-    with psycopg.connect(args.database_url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}".encode())
-    url = psycopg.conninfo.make_conninfo(args.database_url, dbname=name)
-    try:
-        migrate(url)
-        with EmbeddedBroker() as broker:
-            create_topics(
-                broker.bootstrap,
-                {EVENTS_TOPIC: PARTITIONS, OUTCOMES_TOPIC: PARTITIONS, DLQ_TOPIC: 1},
-            )
-            sent = publish(broker.bootstrap, args.events)
-            raw_s = asyncio.run(raw_consume(broker.bootstrap, sent))
-            worker_s = worker_run(broker.bootstrap, url, sent, args.batch_size)
-            with psycopg.connect(url) as conn:
-                row = conn.execute("SELECT count(*) FROM events").fetchone()
-            stored = row[0] if row else 0
-    finally:
-        with psycopg.connect(args.database_url, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())
-    result = {
-        "events": sent,
-        "events_stored": stored,
-        "raw_aiokafka_events_per_second": round(sent / raw_s),
-        "worker_events_per_second": round(sent / worker_s),
-        "throughput_ratio": round(raw_s / worker_s, 3),
-    }
-    report(result)
+    report(measure(args.database_url, args.events, args.batch_size), args.json)
 
 
 if __name__ == "__main__":

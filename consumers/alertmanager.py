@@ -63,7 +63,9 @@ jitter), each retry carrying the *current* state, and once Alertmanager answers 
 re-posts all firing alerts (a restarted Alertmanager keeps no alerts). Other HTTP 4xx answers
 are a bug in what we send, not an outage; retrying would wedge the queue, so the batch is
 logged, counted in `rejected` and dropped (Alertmanager stores the valid alerts of a batch even
-when it answers 400).
+when it answers 400). Failures are logged with the HTTP status only: Alertmanager's answer
+quotes what it refused (label values, generatorURL), referral ids included, so its text is
+logged at DEBUG.
 
 Memory is bounded: firing alerts are bounded by the open at-risk and breached clocks the engine
 holds anyway; resolutions waiting for delivery are dropped oldest-first as soon as firing plus
@@ -484,14 +486,18 @@ class AlertmanagerNotifier:
             if response.status < 300:
                 await response.read()
                 return
+            # Alertmanager's answer quotes what it refused (label values, generatorURL), so it
+            # can carry referral ids, which are logged at DEBUG only (consumers/logs.py): the
+            # WARNING/ERROR lines give the status alone.
             text = (await response.text(errors="replace"))[:500]
+            log.debug("alertmanager: HTTP %d from %s: %s", response.status, self.url, text)
             if response.status < 500 and response.status not in RETRY_STATUSES:
-                raise _RejectedError(f"HTTP {response.status}: {text}")
+                raise _RejectedError(f"HTTP {response.status} {response.reason or ''}".rstrip())
             raise aiohttp.ClientResponseError(
                 response.request_info,
                 response.history,
                 status=response.status,
-                message=text,
+                message=response.reason or "",
             )
 
     def _delivered(self, chunk: Sequence[_Alert]) -> None:

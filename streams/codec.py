@@ -12,8 +12,9 @@ against the `jsonschema` reference implementation).
 Bad input is data, never an exception: `decode` returns a `Rejection` with a machine-readable
 `reason` (see `REASONS`), the offending field and a human detail.
 
-Order of work per message: size -> JSON -> schema -> time -> NHS-number scrub -> Event, so
-nothing downstream (engine, database, logs, metrics, alerts) ever sees an NHS number in clear.
+Order of work per message: size -> JSON (and nesting depth) -> schema -> time -> NHS-number
+scrub -> Event, so nothing downstream (engine, database, logs, metrics, alerts) ever sees an
+NHS number in clear; a rejection's field and detail are scrubbed too.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ REASONS: Final = (
 )
 
 DEFAULT_MAX_BYTES: Final = 64 * 1024  # an event is a few hundred bytes; refuse megabytes
+# Arrays/objects nested in one another (an event needs 2: the envelope and `data`). RFC 8259
+# lets a parser limit nesting; past this a message is refused as invalid_json, like one
+# nested past the parser's own (stack-dependent) limit.
+MAX_DEPTH: Final = 64
 # Event times outside this range are data errors, not history or plans (epoch seconds:
 # 2000-01-01T00:00:00Z and 2100-01-01T00:00:00Z). They would otherwise drag a watermark.
 MIN_TIME: Final = 946_684_800
@@ -124,6 +129,16 @@ class Codec:
         """As `decode_document`, plus the message's own JSON text when that text *is* the
         document to keep (no NHS number was replaced), else None: a store can then keep the
         text as sent instead of encoding the document again."""
+        result = self._decode(raw)
+        if isinstance(result, Rejection):
+            # A rejection's field path names object keys, and its detail may quote the input
+            # (a key, a number): either can be an NHS number, and both travel in DLQ headers.
+            scrub = self.pseudonymiser.scrub
+            field = scrub(result.field) if result.field is not None else None
+            return Rejection(result.reason, field, scrub(result.detail))
+        return result
+
+    def _decode(self, raw: bytes | str) -> tuple[Event, dict[str, Any], str | None] | Rejection:
         if len(raw) > self.max_bytes:
             return Rejection(TOO_LARGE, None, f"{len(raw)} bytes > limit of {self.max_bytes}")
         try:
@@ -137,6 +152,16 @@ class Codec:
             doc = _JSON.decode(text)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             return Rejection(INVALID_JSON, None, _one_line(str(exc)))
+        # Every step below (schema, scrub, storability) and the JSON encoding of the audit row
+        # recurse once or more per level: refuse what could exhaust the stack there (a
+        # RecursionError would stop the worker). Counting brackets (one pass: translate)
+        # keeps the walk off ordinary events.
+        if isinstance(raw, bytes):
+            brackets = len(raw) - len(raw.translate(None, b"[{"))
+        else:
+            brackets = raw.count("[") + raw.count("{")
+        if brackets > MAX_DEPTH and _deeper_than(doc, MAX_DEPTH):
+            return Rejection(INVALID_JSON, None, f"nested more than {MAX_DEPTH} levels deep")
         if type(doc) is not dict:
             return Rejection(NOT_CLOUDEVENT, None, "not a JSON object")
         if (b"\\u" in raw) if isinstance(raw, bytes) else ("\\u" in raw):
@@ -166,7 +191,13 @@ class Codec:
         # Digits hidden from the scan: JSON escapes (\u0039 is "9") and the NUL bytes between
         # the characters of UTF-16/32 text. Neither is meaningful in a rejected message's text.
         text = _DIGIT_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text.replace("\x00", ""))
-        return self.pseudonymiser.scrub(text)
+        if "\\" not in text:
+            return self.pseudonymiser.scrub(text)
+        # Any other escape (JSON's \u00a0, or \x80 for a byte that is not UTF-8) stands for a
+        # character that is not a digit, but its hex digits would run into a number right after
+        # it ("\u00a09434765919") and hide it from the scan: scrub between the escapes.
+        scrub = self.pseudonymiser.scrub
+        return "".join(p if i % 2 else scrub(p) for i, p in enumerate(_ESCAPE.split(text)))
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -273,11 +304,30 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
+def _deeper_than(value: Any, limit: int) -> bool:
+    """True if arrays/objects nest more than `limit` levels deep in `value` (no recursion)."""
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        level = [
+            child
+            for container in level
+            for child in (container.values() if isinstance(container, dict) else container)
+            if isinstance(child, dict | list)
+        ]
+    return False
+
+
 def _parse_time(text: str) -> int:
     """RFC 3339 (schema-checked shape) -> whole epoch seconds, fraction truncated."""
     parsed = datetime.fromisoformat(text.upper() if ("t" in text or "z" in text) else text)
     if parsed.tzinfo is None:  # pragma: no cover - the schema pattern requires an offset
         raise ValueError("time has no UTC offset")
+    if text[-3] == ":" and text[-2] > "5":  # ends +HH:MM; fromisoformat takes +05:60 as 06:00
+        raise ValueError("UTC offset minutes must be 00-59 (RFC 3339)")
     return int(parsed.timestamp() // 1)
 
 
@@ -299,6 +349,8 @@ _INF: Final = float("inf")
 
 # A JSON escape of a digit, a space or a hyphen: the characters an NHS number is written with.
 _DIGIT_ESCAPE: Final = re.compile(r"\\u(003[0-9]|0020|002[dD])")
+# Any JSON escape, or a backslash-replaced byte (captured: re.split keeps them).
+_ESCAPE: Final = re.compile(r"(\\u[0-9a-fA-F]{4}|\\x[0-9a-fA-F]{2})")
 
 # NaN and +-Infinity are Python extensions that no JSON consumer (PostgreSQL jsonb) accepts;
 # nor can a number too large for a double be written back as JSON.

@@ -184,3 +184,35 @@ def start_prometheus(
         stop_process(process)
         raise
     return url, process
+
+
+def start_alertmanager(
+    directory: Path, config: dict[str, Any]
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """A real Alertmanager (Debian's `prometheus-alertmanager`) with `config`, no clustering,
+    on a free loopback port, its storage and log in `directory`; ready when this returns."""
+    import yaml
+
+    from consumers.embedded import free_port
+
+    directory.mkdir(parents=True, exist_ok=True)
+    config_file = directory / "alertmanager.yml"
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    port = free_port()
+    process = start_process(
+        [
+            binary("alertmanager", "prometheus-alertmanager", package="prometheus-alertmanager"),
+            f"--config.file={config_file}",
+            f"--storage.path={directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        directory / "alertmanager.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: ready(f"{url}/-/ready"), 30, "Alertmanager to be ready")
+    except BaseException:
+        stop_process(process)
+        raise
+    return url, process

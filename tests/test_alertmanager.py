@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -451,6 +454,82 @@ def test_memory_bound_drops_oldest_resolutions(alertmanager: Alertmanager) -> No
 
     run(scenario())
     assert {ref for ref, _ in alertmanager.active()} == {f"R-NEW-{i}" for i in range(6)}
+
+
+def test_a_refused_batch_is_logged_without_what_alertmanager_quotes_back(
+    alertmanager: Alertmanager, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Alertmanager's 4xx text quotes the refused values (here the generatorURL, which names
+    the referral): referral ids go to DEBUG only (consumers/logs.py), never to the ERROR line."""
+    now = int(time.time())
+    engine = Engine(RULES)
+    changes = one(engine.apply(received("R-QUOTED-1", now - 95 * MINUTE), now))
+    caplog.set_level(logging.DEBUG, logger="crisiswatch.alertmanager")
+
+    async def scenario() -> None:
+        # An escape Go's URL parser refuses: Alertmanager answers 422 quoting the generatorURL.
+        am = notifier(alertmanager.url, dashboard_url="http://grafana.test/d/%zz")
+        await am.start()
+        try:
+            await am.on_changes(changes, now)
+            await eventually(lambda: am.rejected >= 1, "the batch refused")
+        finally:
+            await am.stop()
+
+    run(scenario())
+    refused = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert refused
+    assert all(r.levelno == logging.ERROR and "422" in r.getMessage() for r in refused)
+    above_debug = [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG]
+    assert not [m for m in above_debug if "R-QUOTED-1" in m], above_debug
+    # The answer itself is still there for whoever debugs it.
+    assert any(
+        r.levelno == logging.DEBUG and "R-QUOTED-1" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_a_failing_alertmanager_is_logged_without_its_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 5xx (retried) is a WARNING with the status only: a proxy's error page may echo the
+    request body, referral ids included."""
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(503)
+            self.end_headers()
+            self.wfile.write(b"upstream down, request was: " + body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    now = int(time.time())
+    changes = one(Engine(RULES).apply(received("R-ECHOED-1", now - 95 * MINUTE), now))
+    caplog.set_level(logging.DEBUG, logger="crisiswatch.alertmanager")
+
+    async def scenario() -> None:
+        am = notifier(f"http://127.0.0.1:{server.server_address[1]}")
+        await am.start()
+        try:
+            await am.on_changes(changes, now)
+            await eventually(lambda: am.failed >= 1, "a failed post")
+        finally:
+            await am.stop()
+
+    try:
+        run(scenario())
+    finally:
+        server.shutdown()
+        server.server_close()
+    failed = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert failed
+    assert any(r.levelno == logging.WARNING and "503" in r.getMessage() for r in failed)
+    above_debug = [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG]
+    assert not [m for m in above_debug if "R-ECHOED-1" in m], above_debug
 
 
 def test_on_changes_never_blocks() -> None:

@@ -29,6 +29,7 @@ from streams.codec import (
     BAD_VALUE,
     DEFAULT_MAX_BYTES,
     INVALID_JSON,
+    MAX_DEPTH,
     MISSING_FIELD,
     NOT_CLOUDEVENT,
     REASONS,
@@ -145,6 +146,11 @@ def raw(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc).encode()
 
 
+def deep(levels: int, leaf: bytes) -> bytes:
+    """A valid received event with `leaf` under `levels` nested arrays in an unknown field."""
+    return raw(received_doc(deep="MARK")).replace(b'"MARK"', b"[" * levels + leaf + b"]" * levels)
+
+
 def padded(doc: dict[str, Any], size: int) -> bytes:
     """`doc` as exactly `size` bytes, by an unknown extra field of spaces."""
     doc = {**doc, "padding": ""}
@@ -191,6 +197,13 @@ REJECTIONS = [
     ),
     # nesting deeper than the parser's recursion limit, within the size limit: no crash
     pytest.param(b"[" * 60_000, INVALID_JSON, None, id="deep-nesting"),
+    # nested past MAX_DEPTH, within the parser's limit: scrubbing an NHS number at the bottom
+    # recursed past Python's stack (a RecursionError stopped the worker)
+    pytest.param(deep(500, b'"943 476 5919"'), INVALID_JSON, None, id="deep-nesting-nhs-number"),
+    # likewise through the NUL/surrogate screen that any JSON escape triggers
+    pytest.param(deep(340, b'"\\u0041"'), INVALID_JSON, None, id="deep-nesting-escape"),
+    # one level past MAX_DEPTH (envelope, data, then 63 arrays)
+    pytest.param(deep(MAX_DEPTH - 1, b"1"), INVALID_JSON, None, id="deep-nesting-limit"),
     # 100000 '[' is over the 64 KiB size limit before any parsing
     pytest.param(b"[" * 100_000, TOO_LARGE, None, id="deep-nesting-oversized"),
     # empty message
@@ -408,6 +421,13 @@ REJECTIONS = [
     pytest.param(
         raw(edit(received_doc(), "time", "2100-01-01T00:00:00Z")), BAD_TIME, "time", id="time-2100"
     ),
+    # an offset's minutes run 00-59 (RFC 3339); fromisoformat reads +05:60 as +06:00
+    pytest.param(
+        raw(edit(received_doc(), "time", "2026-02-03T14:00:00+05:60")),
+        BAD_TIME,
+        "time",
+        id="time-offset-minute-60",
+    ),
     # year 0 does not exist
     pytest.param(
         raw(edit(received_doc(), "time", "0000-01-01T00:00:00Z")),
@@ -523,6 +543,35 @@ def test_rejections_are_the_same_for_text(message: str, reason: str, field: str 
 
 def test_most_rejection_rows_also_run_as_text() -> None:
     assert len(TEXT_REJECTIONS) > len(REJECTIONS) - 8
+
+
+def test_nesting_up_to_max_depth_is_accepted_and_kept() -> None:
+    result = CODEC.decode_document(deep(MAX_DEPTH - 2, b'"943 476 5919"'))
+    assert not isinstance(result, Rejection), result
+    leaf = result[1]["data"]["deep"]
+    for _ in range(MAX_DEPTH - 2):
+        (leaf,) = leaf
+    assert leaf == CODEC.pseudonymiser.scrub("943 476 5919") != "943 476 5919"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        # an unknown field named by an NHS number, with a value no store can hold: the field
+        # path and the validator's message both name the key
+        raw(received_doc(extra="MARK")).replace(b'"extra": "MARK"', b'"9434765919": "\\u0000"'),
+        # the same, hyphenated, with a lone surrogate
+        raw(received_doc(extra="MARK")).replace(b'"extra": "MARK"', b'"943-476-5919": "\\ud800"'),
+        # a number out of range whose digits spell an NHS number (the detail quotes it)
+        raw(received_doc(extra="MARK")).replace(b'"MARK"', b"9434765919e999"),
+    ],
+)
+def test_a_rejections_field_and_detail_never_carry_an_nhs_number(message: bytes) -> None:
+    result = CODEC.decode(message)
+    assert isinstance(result, Rejection), result
+    record = json.dumps(result.to_record())
+    assert not re.search(r"943\D?476\D?5919", record), record
+    assert CODEC.pseudonymiser.pseudonym("9434765919") in record  # still says where
 
 
 def test_the_size_limit_is_inclusive_and_configurable() -> None:
@@ -958,6 +1007,8 @@ def time_is_good(text: str) -> bool:
     assert match is not None, text  # only called on schema-valid documents
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
     sign, off_h, off_m = match.groups()[6:]
+    if sign and int(off_m) > 59:
+        return False
     try:
         offset = timedelta(hours=int(off_h), minutes=int(off_m)) if sign else timedelta(0)
         zone = timezone(-offset if sign == "-" else offset)
@@ -1096,3 +1147,5 @@ def test_time_is_good_helper() -> None:
     assert not time_is_good("2026-02-30T14:00:00Z")
     assert not time_is_good("2026-02-03T14:00:00+24:00")
     assert not time_is_good("2000-01-01T00:30:00+01:00")
+    assert not time_is_good("2026-02-03T14:00:00+05:60")
+    assert time_is_good("2026-02-03T14:00:00+05:59")

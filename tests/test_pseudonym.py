@@ -353,6 +353,13 @@ def test_an_event_without_a_number_is_left_as_sent() -> None:
         b'{"p": "' + "".join(f"\\u{ord(d):04x}" for d in VALID).encode() + b'"',
         # a UTF-16 message (rejected: the contract says UTF-8) carrying one
         json.dumps(received(patient_ref=VALID)).encode("utf-16-le"),
+        # an escaped character right before the number: its hex digits ran into it ("a0" then
+        # "9434765919") and hid it (found by the generated corpus of test_hostile_input)
+        b'{"patient_ref": "NHS\\u00a0' + VALID.encode() + b'", ',
+        # the same with a control character and the number spaced
+        b'{"patient_ref": "\\u0001943 476 5919", ',
+        # and with a byte that is not UTF-8 (shown as \x80)
+        b'{"patient_ref": "\x80' + VALID.encode() + b'", ',
     ],
 )
 def test_reject_text_is_scrubbed(raw: bytes) -> None:
