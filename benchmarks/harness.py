@@ -67,7 +67,7 @@ class Sizes:
     replay_start: date
     replay_days: float
     replay_repeat: int  # best of this many runs of replay and of parse-only
-    batch_size: int = 2000  # the worker's (and the sink's) events per transaction
+    batch_size: int = 5000  # the worker's (and the sink's) events per transaction
 
     def replace(self, overrides: Iterable[str]) -> Sizes:
         """A copy with `NAME=VALUE` overrides (memory_clocks: comma-separated)."""

@@ -45,7 +45,7 @@ from streams.simulation import SimulationConfig, simulate
 
 PARTITIONS: Final = 4
 #: Batch size of the worker (its default: events per PostgreSQL transaction).
-BATCH_SIZE: Final = 2000
+BATCH_SIZE: Final = 5000
 
 
 def create_bench_topics(kafka: str) -> None:

@@ -79,7 +79,7 @@ class WorkerConfig:
     events_topic: str = EVENTS_TOPIC
     outcomes_topic: str = OUTCOMES_TOPIC
     dlq_topic: str = DLQ_TOPIC
-    batch_size: int = 2000  # events per pipeline batch (one PostgreSQL transaction)
+    batch_size: int = 5000  # events per pipeline batch (one PostgreSQL transaction)
     tick_interval: float = 0.25  # seconds between deadline checks
     session_timeout: float = 6.0  # seconds; a dead worker's partitions move after this
     data_dir: str = "/tmp/crisiswatch-worker"

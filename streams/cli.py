@@ -144,7 +144,7 @@ def replay(
 @database_option
 @click.option("--group", default="crisiswatch", show_default=True, help="Consumer group id.")
 @click.option(
-    "--batch-size", type=click.IntRange(1, 100_000), default=2000, show_default=True,
+    "--batch-size", type=click.IntRange(1, 100_000), default=5000, show_default=True,
     help="Events per batch (one PostgreSQL transaction).",
 )  # fmt: skip
 @click.option(
