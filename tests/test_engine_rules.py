@@ -376,6 +376,32 @@ def test_duplicate_event_is_ignored() -> None:
     assert clock.contacts == 1
 
 
+@pytest.mark.parametrize("contacts", [1, 7, 8, 9, 40])
+def test_duplicates_are_ignored_however_many_events_a_referral_has(contacts: int) -> None:
+    # Event ids are kept in a tuple while few and in a set beyond (memory per open clock):
+    # both sides of the switch, and a snapshot taken on either side, behave alike.
+    engine = Engine()
+    start = at(T0)
+    engine.apply(received(R, start, id="r"), now=start)
+    events = [
+        contact(R, start + 60 * (i + 1), "telephone", id=f"c{i}", contact_id=f"c{i}")
+        for i in range(contacts)
+    ]
+    for event in events:
+        engine.ingest(event)
+    for event in events:  # every one again
+        assert engine.ingest(event) is None
+    clock = engine.clock(R)
+    assert clock is not None
+    assert clock.contacts == contacts
+    assert len(clock.event_ids) == contacts + 1
+    restored = Engine.restore(engine.snapshot())
+    assert restored.snapshot() == engine.snapshot()
+    for event in events:
+        assert restored.ingest(event) is None
+    assert restored.ingest(contact(R, start + 1, "telephone", id="new")) is not None
+
+
 # -- The deadline index ------------------------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ wall clock live, the event-time watermark in replay). Merging is O(1) and the st
 from __future__ import annotations
 
 from datetime import time
-from typing import Any
+from typing import Any, Final
 
 from streams.engine.event import (
     CANCELLED,
@@ -59,6 +59,10 @@ Retriage = tuple[int, str, str]  # time, id, pathway
 Cancel = tuple[int, str, str]  # time, id, reason
 
 
+#: Event ids a clock keeps in a tuple; more go in a set (membership stays cheap).
+SMALL_IDS: Final = 8
+
+
 class Clock:
     """The merged facts of one referral, plus what the engine last published about it."""
 
@@ -78,7 +82,9 @@ class Clock:
 
     def __init__(self, referral_id: str) -> None:
         self.referral_id = referral_id
-        self.event_ids: set[str] = set()
+        # The ids merged so far (R8): a tuple while there are few (64 bytes for three ids,
+        # against 216 for a set: memory per open clock is the engine's budget), a set beyond.
+        self.event_ids: tuple[str, ...] | set[str] = ()
         self.received: Received | None = None
         self.first_triage: Instant | None = None
         self.decision: Decision | None = None
@@ -95,9 +101,14 @@ class Clock:
 
     def merge(self, event: Event) -> bool:
         """Fold one event in. False if its id was seen before (R8: ignored)."""
-        if event.id in self.event_ids:
+        ids = self.event_ids
+        if event.id in ids:
             return False
-        self.event_ids.add(event.id)
+        if isinstance(ids, tuple):
+            ids += (event.id,)
+            self.event_ids = ids if len(ids) <= SMALL_IDS else set(ids)
+        else:
+            ids.add(event.id)
         key = (event.time, event.id)
         kind = event.type
         if kind == CONTACT:
@@ -251,7 +262,8 @@ class Clock:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Clock:
         clock = cls(state["referral_id"])
-        clock.event_ids = set(state["event_ids"])
+        ids = state["event_ids"]
+        clock.event_ids = tuple(ids) if len(ids) <= SMALL_IDS else set(ids)
         clock.received = _tuple(state["received"])
         clock.first_triage = _tuple(state["first_triage"])
         clock.decision = _tuple(state["decision"])
