@@ -19,8 +19,9 @@ __all__ = ["bench"]
 @click.command()
 @click.option(
     "--quick", is_flag=True,
-    help="Small sizes (about 3 minutes): 20k events, 10k open clocks, 100k clocks in memory, "
-    "a month of England. Default: the full run (about 15-30 minutes).",
+    help="Small sizes (about 2 minutes): 20k events, 10k open clocks, 100k clocks in memory, "
+    "a month of England. Default: the full run (about 10-15 minutes; the first one also "
+    "simulates a national year, cached).",
 )  # fmt: skip
 @click.option(
     "--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None,

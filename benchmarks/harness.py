@@ -106,7 +106,7 @@ FULL: Final = Sizes(
     sink_events=200_000,
     replay_start=date(2024, 4, 1),
     replay_days=365,
-    replay_repeat=1,
+    replay_repeat=2,
 )
 QUICK: Final = Sizes(
     throughput_events=20_000,
