@@ -615,8 +615,9 @@ def test_a_worker_rides_out_postgres_restarts_under_load(
     for how, when, down, up in windows:
         inside = [w for w in warnings if down - 0.5 <= w[0] <= up + 1.0]
         assert inside, f"no retry while PostgreSQL was down ({how}, {when})"
-        if when == WRITING:  # the batch in flight failed, and was retried
-            assert inside[0][1:3] == ("write", 1), inside[0]
+        if when == WRITING:  # the batch in flight failed, and was retried (the next batch's
+            # read of its referrals may notice first: it runs while the write commits)
+            assert any(w[1:3] == ("write", 1) for w in inside[:2]), inside[:2]
         attempts.append(max(w[2] for w in inside))
         assert attempts[-1] >= 3, f"no backoff while PostgreSQL was down ({how}, {when})"
     outside = [w for w in warnings if not any(d - 0.5 <= w[0] <= u + 1.0 for *_, d, u in windows)]

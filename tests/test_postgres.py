@@ -454,17 +454,40 @@ def test_unreachable_server_is_one_clear_line_without_the_password() -> None:
         migrate(url)
 
 
-def test_a_lost_connection_is_transient_and_the_store_reconnects(db: str) -> None:
+def test_a_connection_ended_while_idle_is_replaced_before_use(db: str) -> None:
+    # PostgreSQL restarted (or an administrator ended the sessions) while the store's
+    # connections sat idle: the next read and the next write reconnect at once, no error.
+    name = f"cw_kill_{secrets.token_hex(4)}"
+    url = f"{db} application_name={name}"
+
+    def terminate() -> int:
+        rows = query(db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                     " WHERE application_name = %s", (name,))  # fmt: skip
+        time.sleep(0.3)  # the server's goodbye reaches the sockets
+        return len(rows)
+
+    async def scenario() -> None:
+        async with await Store.connect(url) as store:
+            await store.positions("referral-events", [0])
+            await store.write(Batch(positions={("referral-events", 0): 5}))
+            assert terminate() == 2  # the reader and the writer
+            assert await store.positions("referral-events", [0]) == {0: 5}
+            await store.write(Batch(positions={("referral-events", 0): 6}))
+            assert await store.positions("referral-events", [0]) == {0: 6}
+
+    run(scenario())
+
+
+def test_a_connection_lost_mid_statement_is_transient_and_the_store_reconnects(db: str) -> None:
     name = f"cw_kill_{secrets.token_hex(4)}"
     url = f"{db} application_name={name}"
 
     async def scenario() -> None:
         async with await Store.connect(url) as store:
             await store.positions("referral-events", [0])
-            query(db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                  " WHERE application_name = %s", (name,))  # fmt: skip
             with pytest.raises(ServiceUnavailableError) as caught:
-                await store.positions("referral-events", [0])
+                async with store._session("test") as conn:
+                    await conn.execute("SELECT pg_terminate_backend(pg_backend_pid()), pg_sleep(1)")
             assert is_transient(caught.value)
             assert await store.positions("referral-events", [0]) == {}  # reconnected
 
