@@ -11,7 +11,8 @@ migrators, so workers that start together do not race: the first applies, the ot
 and find nothing left to do.
 
 * `events`: every accepted event once per event id, append-only (a trigger refuses UPDATE
-  and DELETE);
+  and DELETE); of two copies of an id the first (by partition and offset) is kept, whatever
+  the batch boundaries;
 * `clocks`: one row per referral, CSDS-like columns derived here from the outcome and the
   engine state, plus the engine state itself (`engine_state`), which is what a restarted
   worker restores from;
@@ -273,6 +274,8 @@ _INSERT_EVENTS: Final = (
     " kafka_offset, document)"
     " SELECT event_id, referral_id, type, to_timestamp(event_time), source, kafka_partition,"
     " kafka_offset, document FROM cw_events_in"
+    # COPY does not keep input order on disk: sort, so the first copy of an id wins (R8).
+    " ORDER BY kafka_partition, kafka_offset"
     " ON CONFLICT (event_id) DO NOTHING"
 )
 
