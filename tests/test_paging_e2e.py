@@ -27,11 +27,10 @@ from consumers.topic import create_topics
 from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from tests.support import (
     Webhook,
-    binary,
     get_json,
     produce,
     ready,
-    start_process,
+    start_alertmanager,
     start_prometheus,
     stop_process,
     wait_for,
@@ -51,28 +50,14 @@ def alertmanager(tmp_path: Path, webhook: Webhook) -> Iterator[str]:
     shutil.copytree(ALERTMANAGER_DIR, target)
     for receiver in RECEIVERS:
         (target / "secrets" / f"{receiver}.token").write_text(f"token-{receiver}\n")
-    config_file = target / "alertmanager.yml"
-    config = yaml.safe_load(config_file.read_text())
+    config = yaml.safe_load((target / "alertmanager.yml").read_text())
     for receiver in config["receivers"]:
         for hook in receiver["webhook_configs"]:
             hook["url"] = f"{webhook.url}/{receiver['name']}"
     for route in [config["route"], *config["route"].get("routes", [])]:
         route.update(group_wait="1s", group_interval="1s")
-    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    port = free_port()
-    process = start_process(
-        [
-            binary("alertmanager", "prometheus-alertmanager", package="prometheus-alertmanager"),
-            f"--config.file={config_file}",
-            f"--storage.path={target / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        tmp_path / "alertmanager.log",
-    )
-    url = f"http://127.0.0.1:{port}"
+    url, process = start_alertmanager(target, config)  # secrets/ resolve against `target`
     try:
-        wait_for(lambda: ready(f"{url}/-/ready"), 30, "Alertmanager to be ready")
         yield url
     finally:
         stop_process(process)
