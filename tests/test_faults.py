@@ -62,9 +62,10 @@ from consumers.postgres import migrate
 from consumers.publisher import EventPublisher, publish_lines
 from consumers.topic import create_topics
 from streams.codec import Codec, Rejection
-from streams.engine import Engine, Rules
+from streams.engine import Engine
 from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from streams.pseudonym import Pseudonymiser
+from streams.settings import RulesSettings
 from streams.simulation import SimulationConfig, simulate
 from tests.support import crisiswatch, wait_for
 from tests.test_scale_out import KEY
@@ -172,11 +173,13 @@ def loads() -> Iterator[Callable[[str, Sequence[bytes], float], Load]]:
 
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
-    """Starts `crisiswatch worker` processes (one log each); all stopped at the end."""
+    """Starts `crisiswatch worker` processes (a log and a Faust directory each, in `tmp_path`);
+    all stopped at the end."""
     started: list[Worker] = []
 
     def start(kafka: str, url: str, name: str, *extra: str) -> Worker:
-        started.append(Worker(kafka, url, tmp_path / f"{name}.log", *extra))
+        faust = ("--data-dir", str(tmp_path / f"{name}.faust"))
+        started.append(Worker(kafka, url, tmp_path / f"{name}.log", *faust, *extra))
         return started[-1]
 
     yield start
@@ -185,7 +188,7 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
 
 
 @pytest.fixture
-def broker() -> Iterator[str]:
+def kafka() -> Iterator[str]:
     """A fresh broker with the worker's topics; its bootstrap address."""
     with EmbeddedBroker() as running:
         create_topics(
@@ -336,7 +339,7 @@ def possible_outcomes(lines: Sequence[bytes]) -> dict[str, set[str]]:
     """Per referral, every outcome a correct run may publish: the engine's judgement after
     each prefix of its events (one event per batch, the finest split), as canonical JSON."""
     codec = Codec(Pseudonymiser(KEY.encode()))
-    engine = Engine(Rules())
+    engine = Engine(RulesSettings().rules())  # the workers' rules: the same environment
     now = int(time.time())
     possible: dict[str, set[str]] = defaultdict(set)
     for line in lines:
@@ -485,7 +488,7 @@ def mid_batch(url: str) -> Iterator[None]:
     ],
 )  # fmt: skip
 def test_a_worker_sigkilled_under_load_ends_like_an_undisturbed_one(
-    broker: str,
+    kafka: str,
     workers: Callable[..., Worker],
     loads: Callable[[str, Sequence[bytes], float], Load],
     new_database: Callable[[], str],
@@ -500,8 +503,8 @@ def test_a_worker_sigkilled_under_load_ends_like_an_undisturbed_one(
     lines = simulated(hours)
     url = new_database()
     migrate(url)
-    load = loads(broker, lines, rate)
-    worker = workers(broker, url, "worker-0", *BATCH)
+    load = loads(kafka, lines, rate)
+    worker = workers(kafka, url, "worker-0", *BATCH)
     backlogs = []
     for number, when in enumerate(kills, 1):
         if when == STARTING:
@@ -521,13 +524,13 @@ def test_a_worker_sigkilled_under_load_ends_like_an_undisturbed_one(
             backlogs.append(load.sent - (consumed(url) or 0))
             worker.kill()
         assert worker.process.returncode == -signal.SIGKILL
-        worker = workers(broker, url, f"worker-{number}", *BATCH)
+        worker = workers(kafka, url, f"worker-{number}", *BATCH)
     faults_s = time.monotonic() - began
     finish(url, load, worker, 240)
     disturbed_s = time.monotonic() - began
 
     reference, records, reference_s = reference_run(
-        broker, new_database(), workers, load.sent, tmp_path / "reference"
+        kafka, new_database(), workers, load.sent, tmp_path / "reference"
     )
     disturbed = collect(url, records, tmp_path / "disturbed")
     assert not log_errors(tmp_path.glob("*.log"))
@@ -560,7 +563,7 @@ KILL = "kill"  # SIGKILL of the postmaster: crash recovery on the next start
     ],
 )  # fmt: skip
 def test_a_worker_rides_out_postgres_restarts_under_load(
-    broker: str,
+    kafka: str,
     workers: Callable[..., Worker],
     loads: Callable[[str, Sequence[bytes], float], Load],
     new_database: Callable[[], str],
@@ -579,8 +582,8 @@ def test_a_worker_rides_out_postgres_restarts_under_load(
         admin.execute("CREATE DATABASE crisiswatch")
     url = postgres.url_for("crisiswatch")
     migrate(url)
-    load = loads(broker, lines, rate)
-    worker = workers(broker, url, "worker", *BATCH)
+    load = loads(kafka, lines, rate)
+    worker = workers(kafka, url, "worker", *BATCH)
     windows: list[tuple[str, str, float, float]] = []
     resumed: list[float] = []
     for how, when in outages:
@@ -626,7 +629,7 @@ def test_a_worker_rides_out_postgres_restarts_under_load(
     assert not outside, f"retries while PostgreSQL was up: {outside[:3]}"
 
     reference, records, reference_s = reference_run(
-        broker, new_database(), workers, load.sent, tmp_path / "reference"
+        kafka, new_database(), workers, load.sent, tmp_path / "reference"
     )
     disturbed = collect(url, records, tmp_path / "disturbed")
     assert not log_errors(tmp_path.glob("*.log"))
