@@ -77,6 +77,20 @@ class Message(NamedTuple):
     value: bytes
 
 
+class Record(Protocol):
+    """What `Pipeline.process` reads of a consumed record: a `Message`, or the Kafka client's
+    own record (aiokafka's `ConsumerRecord`), passed as it is to save a copy per record."""
+
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes: ...
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A refused message for the DLQ: the original bytes (NHS numbers replaced) and why."""
@@ -237,7 +251,7 @@ class Pipeline:
 
     # -- batches -------------------------------------------------------------------------------
 
-    async def process(self, messages: Sequence[Message], *, wait: bool = True) -> dict[int, int]:
+    async def process(self, messages: Sequence[Record], *, wait: bool = True) -> dict[int, int]:
         """Process a batch; returns partitions to rewind {partition: offset} (a gap was seen).
 
         Messages below a partition's stored position were already committed and are skipped.
@@ -275,7 +289,7 @@ class Pipeline:
             finally:
                 self.stats.in_flight = 0
 
-    async def _decode(self, messages: Sequence[Message]) -> list[Decoded]:
+    async def _decode(self, messages: Sequence[Record]) -> list[Decoded]:
         """Decode, yielding to the event loop every `DECODE_SLICE` messages: a write still
         running then gets its next statement sent as soon as the last one returns, so
         PostgreSQL works on it while this decodes."""
@@ -302,7 +316,7 @@ class Pipeline:
             self._evict_closed(r for r in touched if r not in keep)
 
     async def _process(
-        self, messages: Sequence[Message], decoded: Sequence[Decoded]
+        self, messages: Sequence[Record], decoded: Sequence[Decoded]
     ) -> dict[int, int]:
         new = sorted({m.partition for m in messages} - self._next.keys())
         if new:
@@ -311,7 +325,7 @@ class Pipeline:
         rewind: dict[int, int] = {}
         expected = dict(self._next)
         started: set[int] = set()
-        todo: list[tuple[Message, Decoded]] = []
+        todo: list[tuple[Record, Decoded]] = []
         for message, result in zip(messages, decoded, strict=True):
             partition = message.partition
             position = expected[partition]
@@ -339,7 +353,7 @@ class Pipeline:
         if not todo:
             return rewind
 
-        accepted: list[tuple[Message, Event, dict[str, Any], str | None]] = []
+        accepted: list[tuple[Record, Event, dict[str, Any], str | None]] = []
         dead: list[DeadLetter] = []
         for message, result in todo:
             if isinstance(result, Rejection):
@@ -472,7 +486,7 @@ class Pipeline:
         self.stats.write_seconds.append(time.perf_counter() - began)
         self.stats.last_write = self.clock()
 
-    def _dead_letter(self, message: Message, rejection: Rejection) -> DeadLetter:
+    def _dead_letter(self, message: Record, rejection: Rejection) -> DeadLetter:
         # Key and value as sent, except NHS numbers (publishers key by referral id, which a
         # source could fill with one).
         value, key = message.value, message.key

@@ -52,7 +52,7 @@ from faust.types import TP
 
 from consumers.alertmanager import AlertmanagerNotifier
 from consumers.metrics import MetricsServer
-from consumers.pipeline import DeadLetter, Message, Pipeline
+from consumers.pipeline import DeadLetter, Pipeline
 from consumers.postgres import Store
 from streams.codec import Codec
 from streams.engine import Engine, Outcome, Rules
@@ -179,8 +179,8 @@ class CrisiswatchApp(faust.App):  # type: ignore[misc]
     * `perform_seek` (after every assignment) re-seeks the events partitions to the positions
       stored in PostgreSQL, after Faust's own seek to Kafka's committed offsets;
     * `_drain_messages`, Faust's fetch loop, is replaced by `_drain_batches`: each fetch's
-      records become one list of `Message`s for `Pipeline.process`, instead of one Faust
-      event (and stream/agent dispatch) per record. Faust still owns the group, the
+      records (aiokafka's, as they are) become one list for `Pipeline.process`, instead of
+      one Faust event (and stream/agent dispatch) per record. Faust still owns the group, the
       subscription, rebalances and flow control (a paused or revoked partition is not fetched).
     """
 
@@ -226,7 +226,7 @@ class CrisiswatchApp(faust.App):  # type: ignore[misc]
                 await asyncio.sleep(0)
                 continue
             batch = [
-                Message(tp.partition, record.offset, record.key, record.value)
+                record
                 for tp, partition_records in records.items()
                 if tp.topic == topic
                 for record in partition_records
