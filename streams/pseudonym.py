@@ -53,6 +53,11 @@ class Pseudonymiser:
 
     def scrub(self, text: str) -> str:
         """`text` with every valid NHS number in it replaced by its pseudonym."""
+        # ASCII text with no candidate at all (the fast shape check, exact on ASCII, where
+        # `\d` is [0-9]) comes back as it is: most strings of a document the raw pre-check
+        # flagged hold none.
+        if text.isascii() and not _has_shape(text.encode("ascii").translate(_DIGITS_TO_ZERO)):
+            return text
         return CANDIDATE.sub(self._replace, text)
 
     def scrub_tree(self, value: Any) -> Any:
@@ -106,6 +111,11 @@ def may_contain(raw: bytes | str) -> bool:
     zeros = data.translate(_DIGITS_TO_ZERO)
     if _EXPONENT.search(zeros) is not None:
         return True
+    return _has_shape(zeros)
+
+
+def _has_shape(zeros: bytes) -> bool:
+    """Whether text with its digits mapped to "0" has a CANDIDATE-shaped, digit-bounded run."""
     end = len(zeros)
     match = _SHAPE.search(zeros)
     while match is not None:
