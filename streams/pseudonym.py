@@ -96,8 +96,12 @@ _DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
 _SHAPE: Final = re.compile(rb"000[ -]?000[ -]?0000")
 _ZERO: Final = ord("0")
 # A JSON number with an exponent (9.434765919e9) spells an NHS number without a 10-digit run:
-# any digit followed by an exponent marker sends the text to the full parse-and-scrub.
+# digits with an exponent send the text to the full parse-and-scrub. Only where a JSON number
+# can start: a number follows a structural character, a sign or white space, never a letter,
+# digit or point, so hex ids ("b8e3") in strings are not taken for one.
 _EXPONENT: Final = re.compile(rb"0[eE][+-]?0")
+_NUMBER_BODY: Final = frozenset(b"0.")
+_WORD: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 
 
 def may_contain(raw: bytes | str) -> bool:
@@ -109,9 +113,20 @@ def may_contain(raw: bytes | str) -> bool:
     if b"\\u" in data:
         return True
     zeros = data.translate(_DIGITS_TO_ZERO)
-    if _EXPONENT.search(zeros) is not None:
-        return True
-    return _has_shape(zeros)
+    return _has_exponent_number(zeros) or _has_shape(zeros)
+
+
+def _has_exponent_number(zeros: bytes) -> bool:
+    """Whether digits with an exponent stand where a JSON number could (not after a letter)."""
+    match = _EXPONENT.search(zeros)
+    while match is not None:
+        start = match.start()
+        while start > 0 and zeros[start - 1] in _NUMBER_BODY:
+            start -= 1
+        if start == 0 or zeros[start - 1] not in _WORD:
+            return True
+        match = _EXPONENT.search(zeros, match.start() + 1)
+    return False
 
 
 def _has_shape(zeros: bytes) -> bool:

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from streams.codec import Codec, Rejection
@@ -230,6 +230,31 @@ def test_scrub_matches_the_full_pattern_whatever_the_text(parts: list[str]) -> N
 
     text = "".join(parts)
     assert PSEUDONYMS.scrub(text) == CANDIDATE.sub(PSEUDONYMS._replace, text)
+
+
+@settings(max_examples=300)
+@given(
+    nhs_numbers,
+    st.integers(min_value=0, max_value=8),  # digits before the point, less one
+    st.sampled_from(["e", "E", "e+", "E+"]),
+    st.sampled_from(['{"a":%s}', '{"a": %s}', "[%s]", "[1,%s]", "[1,\n%s]", '{"a":-%s}']),
+)
+def test_an_nhs_number_written_with_an_exponent_is_always_flagged(
+    number: str, point: int, marker: str, where: str
+) -> None:
+    # 9434765919 as 9.434765919e9 or 943.4765919E+7: no 10-digit run in the text, so the
+    # pre-check must send any JSON number with an exponent to the full scrub.
+    assume(not number.startswith("0"))  # a JSON number cannot keep a leading zero
+    whole = number[: point + 1]
+    spelt = f"{whole}.{number[point + 1 :]}{marker}{len(number) - len(whole)}"
+    text = where % spelt
+    assert may_contain(text.encode())
+    assert PSEUDONYMS.pseudonym(number) in json.dumps(PSEUDONYMS.scrub_tree(json.loads(text)))
+
+
+def test_hex_ids_with_digit_e_digit_are_not_taken_for_numbers() -> None:
+    assert not may_contain(b'{"patient_ref":"p-b8e3c71f6bf08d62","x":"a1e5"}')
+    assert may_contain(b'{"patient_ref":"p-b8e3c71f6bf08d62","x":1e5}')
 
 
 def test_scrub_tree_scrubs_nested_values_and_keys() -> None:
