@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import UTC, datetime, time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from streams.engine import Engine, Event, Outcome, Rules, StartMode
+from streams.engine import Engine, Event, Outcome, Rules, StartMode, format_instant
 from tests.factory import at, cancelled, contact, received, triaged
 
 R = "REF-1"
@@ -486,3 +488,10 @@ def test_rules_validate_their_values() -> None:
         Rules(ucr_limit_seconds=0)
     with pytest.raises(ValueError, match="at_risk"):
         Rules(ucr_at_risk_seconds=9000)
+
+
+@given(st.integers(min_value=946_684_800, max_value=4_102_444_799))  # 2000-2099, the codec's
+def test_format_instant_is_utc_iso_seconds(instant: int) -> None:
+    expected = datetime.fromtimestamp(instant, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert format_instant(instant) == expected
+    assert format_instant(None) == ""
