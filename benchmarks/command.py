@@ -20,7 +20,7 @@ __all__ = ["bench"]
 @click.option(
     "--quick", is_flag=True,
     help="Small sizes (about 2 minutes): 20k events, 10k open clocks, 100k clocks in memory, "
-    "a month of England. Default: the full run (about 10-15 minutes; the first one also "
+    "a month of England. Default: the full run (about 10 minutes; the first one also "
     "simulates a national year, cached).",
 )  # fmt: skip
 @click.option(

@@ -39,8 +39,9 @@ from streams.options import OUTCOMES_TOPIC
 
 #: The pseudonym key of benchmark workers (synthetic data only; not a secret).
 PSEUDONYM_KEY: Final = "benchmark-key-not-a-secret-0123"
-#: How long a worker may take to start and answer, in seconds.
-WORKER_START_TIMEOUT_S: Final = 90.0
+#: How long a worker may take to start and answer, in seconds: more than Faust's request
+#: timeout (90 s), after which its consumer retries a fetch the broker never answered.
+WORKER_START_TIMEOUT_S: Final = 180.0
 
 
 def database_url(server: str, dbname: str) -> str:
@@ -226,6 +227,8 @@ class OutcomeCollector:
             bootstrap_servers=self.kafka,
             enable_auto_commit=False,
             fetch_max_wait_ms=20,
+            # A fetch the broker never answers is retried after this, not aiokafka's 40 s.
+            request_timeout_ms=5000,
             auto_offset_reset="earliest",
         )
         await consumer.start()

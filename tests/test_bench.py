@@ -42,7 +42,7 @@ def test_bench_end_to_end_at_tiny_sizes(tmp_path: Path) -> None:
     for size in TINY:
         args += ["--size", size]
     env = {**os.environ, "CRISISWATCH_BENCH_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=240, check=False)
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=420, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text(encoding="utf-8"))
 
