@@ -6,6 +6,7 @@ Set CRISISWATCH_DEBUG=1 to see tracebacks of unexpected errors.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from datetime import datetime
@@ -199,19 +200,24 @@ def worker(
         raise ConfigurationError(f"--log-level / CRISISWATCH_LOG_LEVEL: {exc}") from exc
     rules = _settings(RulesSettings).rules()
     codec = Codec(_settings(PrivacySettings).pseudonymiser())
-    directory = data_dir or Path(tempfile.mkdtemp(prefix="crisiswatch-worker-"))
-    config = WorkerConfig(
-        kafka=kafka,
-        database_url=database_url,
-        group_id=group,
-        batch_size=batch_size,
-        data_dir=str(directory),
-        metrics_port=metrics_port,
-        metrics_host=metrics_host,
-        alertmanager_url=alertmanager_url,
-        dashboard_url=dashboard_url,
-    )
-    run(config, rules, codec)
+    # Faust wants a directory; with none given, a temporary one that goes when the worker does
+    # (nothing in it matters: state lives in PostgreSQL).
+    with contextlib.ExitStack() as stack:
+        directory = data_dir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="crisiswatch-worker-"))
+        )
+        config = WorkerConfig(
+            kafka=kafka,
+            database_url=database_url,
+            group_id=group,
+            batch_size=batch_size,
+            data_dir=str(directory),
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+            alertmanager_url=alertmanager_url,
+            dashboard_url=dashboard_url,
+        )
+        run(config, rules, codec)
 
 
 @cli.command()
