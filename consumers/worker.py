@@ -198,8 +198,10 @@ class CrisiswatchApp(faust.App):  # type: ignore[misc]
             if not mine:
                 return
             positions = await self.pipeline.assign([tp.partition for tp in mine])
-            for tp in mine:
-                await consumer.seek(tp, positions[tp.partition])
+            # seek_wait runs the seeks on the consumer's own thread; `seek` would touch
+            # aiokafka's fetch buffers from this one while that thread reads them (found: a
+            # KeyError in aiokafka's fetched_records that stopped a worker in a rebalance).
+            await consumer.seek_wait({tp: positions[tp.partition] for tp in mine})
 
         async def drain_messages(fetcher: Any) -> None:
             await self._drain_batches(consumer, fetcher)
@@ -251,9 +253,9 @@ class CrisiswatchApp(faust.App):  # type: ignore[misc]
                     log.exception("batch failed beyond retry; exiting so the worker restarts clean")
                     logging.shutdown()
                     os._exit(70)
-                for partition, offset in rewind.items():
-                    await consumer.seek(TP(topic, partition), offset)
-                    rewound.add(partition)
+                if rewind:
+                    await consumer.seek_wait({TP(topic, p): o for p, o in rewind.items()})
+                    rewound.update(rewind)
             await asyncio.sleep(0)  # let the timer and the metrics server in
 
 
