@@ -3,8 +3,9 @@ the same clocks, audit rows and latest outcomes as one worker alone over the sam
 
 The events are ~32,000 simulated England-shaped lines (6 hours of referrals at 8x England's
 rate, with every visit and late record that follows, plus the simulator's duplicates and bad
-lines), published as fast as the broker takes them. They lie in the past, so every open clock
-is already past its deadlines and both runs judge them alike whatever the wall clock says.
+lines), published as fast as the broker takes them (in two halves, the second once the added
+worker owns partitions). They lie in the past, so every open clock is already past its
+deadlines and both runs judge them alike whatever the wall clock says.
 
 Completion is exact: a run is done when the positions stored in PostgreSQL add up to the number
 of messages sent (every message, accepted or dead-lettered, advances its partition by one).
@@ -134,12 +135,18 @@ def test_three_workers_one_killed_one_added_equal_one_worker(
         try:
             wait_for(lambda: all(w.owns_partitions() for w in workers), 90, "3 workers to own")
             start = time.monotonic()
-            assert _publish(kafka, lines) == sent
+            # In two halves: the workers are fast enough to finish everything before a new
+            # member has even joined, so the second half waits for the added worker.
+            half = len(lines) // 2
+            published = _publish(kafka, lines[:half])
             wait_for(lambda: _consumed(url) > sent // 3, 120, "a third to be consumed")
             workers[0].process.send_signal(signal.SIGKILL)
             workers[0].process.wait(10)
             killed_at = _consumed(url)
             workers.append(Worker(kafka, url, tmp_path / "worker3.log"))
+            wait_for(workers[3].owns_partitions, 90, "the added worker to own partitions")
+            published += _publish(kafka, lines[half:])
+            assert published == sent
             wait_for(lambda: _consumed(url) == sent, 240, "the survivors to finish")
             scale_seconds = time.monotonic() - start
             assert killed_at < sent, "everything was consumed before the kill"
