@@ -108,7 +108,12 @@ def time_worker(url: str, expected: int, worker: Worker, timeout_s: float) -> fl
             first = (now, count)
         if count >= expected:
             assert first is not None
-            return (now - first[0]) * expected / max(expected - first[1], 1)
+            if first[1] >= expected:
+                raise ServiceError(
+                    f"the worker committed all {expected} events in its first batch: nothing to "
+                    "time (use more events than the batch size)"
+                )
+            return (now - first[0]) * expected / (expected - first[1])
         worker.check()
         if time.monotonic() > deadline:
             raise ServiceError(

@@ -24,6 +24,7 @@ from tests.support import crisiswatch
 
 TINY = (
     "throughput_events=2000",
+    "batch_size=200",  # several batches, so the worker's rate can be timed
     "lag_clocks=1000",
     "lag_window_s=3",
     "lag_margin_s=3",
