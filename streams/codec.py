@@ -115,7 +115,7 @@ class Codec:
 
     def decode(self, raw: bytes | str) -> Event | Rejection:
         """One message -> an `Event`, or a `Rejection` saying why not."""
-        result = self.decode_document(raw)
+        result = self.decode_record(raw)
         return result if isinstance(result, Rejection) else result[0]
 
     def decode_document(self, raw: bytes | str) -> tuple[Event, dict[str, Any]] | Rejection:
