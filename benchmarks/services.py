@@ -33,6 +33,7 @@ from typing import Final
 import psycopg
 from psycopg import sql
 
+from consumers.embedded import reap
 from consumers.postgres import migrate
 from streams.errors import ServiceError, ServiceUnavailableError
 from streams.options import OUTCOMES_TOPIC
@@ -150,12 +151,7 @@ def worker_process(kafka: str, url: str, *, batch_size: int, label: str) -> Iter
         yield worker
         failed = False
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        reap(process, 30.0)
         if not failed:
             log.unlink(missing_ok=True)
 

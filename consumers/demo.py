@@ -29,7 +29,7 @@ from typing import Any
 import click
 import psycopg
 
-from consumers.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from consumers.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, reap
 from consumers.postgres import migrate
 from consumers.publisher import EventPublisher
 from consumers.topic import create_topics
@@ -133,13 +133,7 @@ def _worker(kafka: str, database_url: str, metrics_port: int) -> Iterator[subpro
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        reap(process, 20.0)
 
 
 def _guarded(failures: list[BaseException], stop: threading.Event, target: Any, *args: Any) -> None:

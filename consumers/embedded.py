@@ -148,8 +148,11 @@ def _wait_for_tcp(port: int, deadline: float, proc: subprocess.Popen[bytes]) -> 
     return proc.poll() is None
 
 
-def _reap(proc: subprocess.Popen[bytes], polite: signal.Signals, grace_s: float) -> None:
-    """Send ``polite``, wait up to ``grace_s``, then SIGKILL; always reaps (no zombie)."""
+def reap(
+    proc: subprocess.Popen[bytes], grace_s: float, polite: signal.Signals = signal.SIGTERM
+) -> None:
+    """Stop a child process: send ``polite``, wait up to ``grace_s``, then SIGKILL; always
+    reaps it (no zombie). Does nothing if it has already exited."""
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -164,7 +167,7 @@ def _reap(proc: subprocess.Popen[bytes], polite: signal.Signals, grace_s: float)
 
 def _finalize_process(proc: subprocess.Popen[bytes]) -> None:
     """Last-resort cleanup when an owner is garbage-collected or the interpreter exits."""
-    _reap(proc, signal.SIGKILL, 1.0)
+    reap(proc, 1.0, signal.SIGKILL)
 
 
 class _ChildService:
@@ -215,7 +218,7 @@ class _ChildService:
 
     def _terminate(self, polite: signal.Signals, grace_s: float) -> None:
         if self._proc is not None:
-            _reap(self._proc, polite, grace_s)
+            reap(self._proc, grace_s, polite)
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
+from consumers.embedded import reap
 from streams.options import EVENTS_TOPIC
 
 
@@ -132,12 +133,7 @@ def start_process(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
+    reap(process, 10.0)
 
 
 def start_prometheus(

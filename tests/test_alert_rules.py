@@ -34,7 +34,7 @@ from consumers.embedded import free_port
 from consumers.rules_command import rules
 from streams import metric_names
 from streams.geography import regions
-from tests.support import Webhook, binary
+from tests.support import Webhook, binary, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "deploy/prometheus/rules/crisiswatch.rules.yml"
@@ -551,12 +551,7 @@ def live_alertmanager(deployed: Path, webhook: Webhook) -> Iterator[str]:
                 time.sleep(0.05)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def referral(alertname: str, referral_id: str, region: str, severity: str = "page") -> Json:

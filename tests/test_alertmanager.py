@@ -39,7 +39,7 @@ from consumers.alertmanager import (
 from consumers.embedded import free_port
 from streams.engine import Change, Engine, Rules
 from tests.factory import at, contact, received
-from tests.support import Webhook
+from tests.support import Webhook, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -120,12 +120,7 @@ class Alertmanager:
         process, self.process = self.process, None
         if process is None:
             return
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
     def alerts(self) -> list[Json]:
         """Active alerts (GET /api/v2/alerts): Alertmanager leaves resolved ones out."""

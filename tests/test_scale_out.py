@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from consumers.embedded import EmbeddedBroker
+from consumers.embedded import EmbeddedBroker, reap
 from consumers.postgres import migrate
 from consumers.publisher import EventPublisher, publish_lines
 from consumers.topic import create_topics
@@ -65,13 +65,7 @@ class Worker:
         return "assigned partitions" in self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        reap(self.process, 30.0)
 
 
 def _lines() -> list[bytes]:
