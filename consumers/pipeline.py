@@ -50,7 +50,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple, ParamSpec, Protocol, TypeAlias, TypeVar
+from typing import Any, NamedTuple, ParamSpec, Protocol, TypeAlias, TypeVar
 
 from consumers.postgres import AuditRow, Batch, ClockRow, Store, clock_row, is_transient
 from streams.codec import Codec, Rejection
@@ -61,8 +61,6 @@ from streams.pseudonym import may_contain
 
 log = logging.getLogger("crisiswatch.pipeline")
 P = ParamSpec("P")
-#: Messages decoded between two turns of the event loop (see `Pipeline._decode`).
-DECODE_SLICE: Final = 100
 #: What `Codec.decode_record` gives for one message.
 Decoded: TypeAlias = tuple[Event, dict[str, Any], str | None] | Rejection
 T = TypeVar("T")
@@ -276,7 +274,8 @@ class Pipeline:
         both batches are redone from the stored positions and publish the same outcomes again
         (at least once, as always).
         """
-        decoded = await self._decode(messages)
+        decode = self.codec.decode_record  # needs no state: done before waiting for the lock
+        decoded = [decode(message.value) for message in messages]
         async with self._lock:
             if self._draining:
                 return {}
@@ -288,18 +287,6 @@ class Pipeline:
                 return rewind
             finally:
                 self.stats.in_flight = 0
-
-    async def _decode(self, messages: Sequence[Record]) -> list[Decoded]:
-        """Decode, yielding to the event loop every `DECODE_SLICE` messages: a write still
-        running then gets its next statement sent as soon as the last one returns, so
-        PostgreSQL works on it while this decodes."""
-        decode = self.codec.decode_record
-        decoded: list[Decoded] = []
-        for start in range(0, len(messages), DECODE_SLICE):
-            decoded.extend(decode(m.value) for m in messages[start : start + DECODE_SLICE])
-            if self._writing is not None:
-                await asyncio.sleep(0)
-        return decoded
 
     async def flush(self) -> None:
         """Wait for the write `process(..., wait=False)` left running (raises its failure)."""
