@@ -42,7 +42,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 from urllib.parse import urlsplit
 
 import faust
@@ -90,7 +90,7 @@ class WorkerConfig:
 
 
 #: (key, value, headers) of one record to produce.
-Record = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
+Outgoing = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
 
 
 class KafkaSink:
@@ -133,7 +133,7 @@ class KafkaSink:
             self._outcomes,
             [(o.referral_id.encode(), encode(o.to_record()).encode(), []) for o in outcomes],
         )
-        letters: list[Record] = []
+        letters: list[Outgoing] = []
         for letter in dead:
             headers = [
                 ("reason", letter.reason.encode()),
@@ -148,12 +148,12 @@ class KafkaSink:
         if futures:
             await asyncio.gather(*futures)
 
-    async def _send(self, topic: str, records: Sequence[Record]) -> list[asyncio.Future[Any]]:
+    async def _send(self, topic: str, records: Sequence[Outgoing]) -> list[asyncio.Future[Any]]:
         if not records:
             return []
         producer = self._producer
         partitions = sorted(await producer.partitions_for(topic))
-        by_partition: dict[int, list[Record]] = {}
+        by_partition: dict[int, list[Outgoing]] = {}
         for record in records:
             partition = self._partitioner(record[0], partitions, partitions)
             by_partition.setdefault(partition, []).append(record)
@@ -250,9 +250,7 @@ class CrisiswatchApp(faust.App):  # type: ignore[misc]
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("batch failed beyond retry; exiting so the worker restarts clean")
-                    logging.shutdown()
-                    os._exit(70)
+                    _exit_beyond_retry("batch")
                 if rewind:
                     await consumer.seek_wait({TP(topic, p): o for p, o in rewind.items()})
                     rewound.update(rewind)
@@ -288,15 +286,21 @@ def build_app(config: WorkerConfig, pipeline: Pipeline) -> CrisiswatchApp:
         try:
             await pipeline.tick()
         except Exception:
-            log.exception("deadline tick failed beyond retry; exiting")
-            logging.shutdown()
-            os._exit(70)
+            _exit_beyond_retry("deadline tick")
 
     @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
     async def on_revoked(app: Any, revoked: set[Any], **_: Any) -> None:
         await pipeline.revoke(tp.partition for tp in revoked if tp.topic == config.events_topic)
 
     return app
+
+
+def _exit_beyond_retry(what: str) -> NoReturn:
+    """Log the exception being handled and exit 70 at once: the supervisor restarts the
+    worker, which resumes from PostgreSQL, rather than carrying on past a hole."""
+    log.exception("%s failed beyond retry; exiting so the worker restarts clean", what)
+    logging.shutdown()
+    os._exit(70)
 
 
 def check_settings(config: WorkerConfig) -> None:
