@@ -437,11 +437,7 @@ class Store:
                 if conn is not None:
                     conn.close()
                 self._writer_conn = None
-                conn = _sync_connect(self._url)
-                with conn.cursor() as cursor:
-                    for statement in _STAGING:
-                        cursor.execute(statement)
-                self._writer_conn = conn
+                conn = self._writer_conn = _writer_connect(self._url)
             with conn.transaction(), conn.cursor() as cursor:
                 if events:
                     with cursor.copy(_COPY_EVENTS) as copy:
@@ -687,12 +683,19 @@ def _connect_options(url: str) -> dict[str, Any]:
 async def _async_connect(url: str) -> Connection:
     options = _connect_options(url)
     try:
+        # Reads only: the staging tables live on the writer's connection (`_writer_connect`).
         conn = await psycopg.AsyncConnection.connect(url, **options)
-        async with conn.cursor() as cursor:
-            for statement in _STAGING:
-                await cursor.execute(statement)
     except psycopg.Error as exc:
         raise _unreachable(exc, url) from exc
+    return conn
+
+
+def _writer_connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
+    """The writer thread's connection, with its staging tables."""
+    conn = _sync_connect(url)
+    with _wrapped("creating the staging tables"), conn.cursor() as cursor:
+        for statement in _STAGING:
+            cursor.execute(statement)
     return conn
 
 
