@@ -53,7 +53,6 @@ lost reconnects on its next call.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import select
 import time
@@ -72,6 +71,7 @@ from psycopg.conninfo import conninfo_to_dict
 from streams.engine import Clock, Outcome, Rules
 from streams.engine.outcome import CLOCK_REABLEMENT, CLOCK_UCR, OPEN_STATES
 from streams.errors import ConfigurationError, ServiceError, ServiceUnavailableError
+from streams.jsontext import dumps_text
 
 __all__ = [
     "PENDING",
@@ -581,8 +581,6 @@ _MIDNIGHT: Final = datetime.min.time()
 _UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
 # In ASCII-only JSON, those appear as these escapes (jsonb also refuses \u0000).
 _UNSTORABLE_ESCAPE: Final = re.compile(r"\\u(?:0000|d[89a-f])")
-# One encoder for every row (json.dumps with options builds a new one per call).
-_ENCODE: Final = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _clean(text: str) -> str:
@@ -594,11 +592,12 @@ def _clean(text: str) -> str:
 
 def _json(value: dict[str, Any]) -> str:
     """Compact JSON text for a jsonb column, unstorable characters replaced."""
-    text = _ENCODE(value)
+    text = dumps_text(value)
+    # NUL is written as \u0000; a lone surrogate, which orjson refuses, as \udXXX by `json`.
     if "\\u" in text and _UNSTORABLE_ESCAPE.search(text):
         # Rare: re-encode from a cleaned tree (a regex on the text could split an escaped
         # backslash from what follows it).
-        text = _ENCODE(_clean_tree(value))
+        text = dumps_text(_clean_tree(value))
     return text
 
 

@@ -35,7 +35,6 @@ the next owner from the positions in PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sys
@@ -57,6 +56,7 @@ from consumers.postgres import Store
 from streams.codec import Codec
 from streams.engine import Engine, Outcome, Rules
 from streams.errors import ConfigurationError, ServiceError, ServiceUnavailableError
+from streams.jsontext import dumps
 from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 
 log = logging.getLogger("crisiswatch.worker")
@@ -65,8 +65,6 @@ log = logging.getLogger("crisiswatch.worker")
 GIL_SWITCH_INTERVAL_S: Final = 0.0005
 #: Largest record batch the sink builds (bytes); the broker takes up to max_request_size.
 MAX_BATCH_BYTES: Final = 1024 * 1024
-#: Compact JSON for outcome records (one encoder; json.dumps with options makes one a call).
-_ENCODE: Final = json.JSONEncoder(separators=(",", ":")).encode
 #: How long the startup metadata request to the broker may take, in seconds.
 BROKER_CHECK_TIMEOUT_S: Final = 10.0
 
@@ -128,10 +126,9 @@ class KafkaSink:
 
     async def publish(self, outcomes: Sequence[Outcome], dead: Sequence[DeadLetter]) -> None:
         await self.start()
-        encode = _ENCODE
         futures = await self._send(
             self._outcomes,
-            [(o.referral_id.encode(), encode(o.to_record()).encode(), []) for o in outcomes],
+            [(o.referral_id.encode(), dumps(o.to_record()), []) for o in outcomes],
         )
         letters: list[Outgoing] = []
         for letter in dead:

@@ -12,7 +12,8 @@ against the `jsonschema` reference implementation).
 Bad input is data, never an exception: `decode` returns a `Rejection` with a machine-readable
 `reason` (see `REASONS`), the offending field and a human detail.
 
-Order of work per message: size -> JSON (and nesting depth) -> schema -> time -> NHS-number
+Order of work per message: size -> JSON (`streams.jsontext`: orjson where it agrees with
+`json`, which decides otherwise; then nesting depth) -> schema -> time -> NHS-number
 scrub -> Event, so nothing downstream (engine, database, logs, metrics, alerts) ever sees an
 NHS number in clear; a rejection's field and detail are scrubbed too.
 """
@@ -31,8 +32,9 @@ from typing import Any, Final
 
 import fastjsonschema
 
+from streams import jsontext
 from streams.engine.event import CONTACT, RECEIVED, TRIAGED, UNKNOWN, Event
-from streams.pseudonym import Pseudonymiser, may_contain
+from streams.pseudonym import Pseudonymiser, digit_shape, may_contain_shaped
 
 SCHEMA_RESOURCE: Final = "schema/referral-event.schema.json"
 
@@ -146,10 +148,13 @@ class Codec:
             # scan of the raw bytes cannot see); a leading BOM is tolerated (RFC 8259).
             # ("utf-8-sig" would do both, through a slow pure-Python codec.)
             if isinstance(raw, bytes):
+                data = raw
                 text = (raw[3:] if raw.startswith(_BOM) else raw).decode("utf-8")
             else:
+                data = raw.encode("utf-8", errors="surrogatepass")
                 text = raw
-            doc = _JSON.decode(text)
+            zeros = digit_shape(data)  # for the parser's guard and the NHS-number pre-check
+            doc = jsontext.loads(text, zeros, _JSON.decode)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             return Rejection(INVALID_JSON, None, _one_line(str(exc)))
         # Every step below (schema, scrub, storability) and the JSON encoding of the audit row
@@ -180,7 +185,7 @@ class Codec:
             return Rejection(BAD_TIME, "time", _one_line(str(exc)))
         if not MIN_TIME <= instant < MAX_TIME:
             return Rejection(BAD_TIME, "time", f"{time!r} is outside 2000-2099")
-        if may_contain(raw):
+        if may_contain_shaped(data, zeros):
             doc = self.pseudonymiser.scrub_tree(doc)
             return self._event(doc, instant), doc, None
         return self._event(doc, instant), doc, text

@@ -110,9 +110,18 @@ def may_contain(raw: bytes | str) -> bool:
     JSON `\\u` escapes can spell digits, so any escape sends the text to the full scan.
     """
     data = raw if isinstance(raw, bytes) else raw.encode("utf-8", errors="surrogatepass")
+    return may_contain_shaped(data, digit_shape(data))
+
+
+def digit_shape(data: bytes) -> bytes:
+    """`data` with the digits 1-9 mapped to "0" (what `may_contain_shaped` scans)."""
+    return data.translate(_DIGITS_TO_ZERO)
+
+
+def may_contain_shaped(data: bytes, zeros: bytes) -> bool:
+    """`may_contain` of UTF-8 `data` whose `digit_shape` the caller has already computed."""
     if b"\\u" in data:
         return True
-    zeros = data.translate(_DIGITS_TO_ZERO)
     return _has_exponent_number(zeros) or _has_shape(zeros)
 
 
