@@ -4,7 +4,8 @@
 
 Publishes N simulated events to an embedded broker (4 partitions), then measures:
 
-* raw: an aiokafka consumer reading every record of the topic and `json.loads`-ing it;
+* raw: an aiokafka consumer reading every record of the topic and `json.loads`-ing it (the
+  fastest of `RAW_PASSES` passes);
 * worker: one `crisiswatch worker` process, end to end (broker -> codec -> engine ->
   outcomes published -> PostgreSQL transaction), timed from its first committed batch to the
   last event committed (worker start-up and the consumer-group join are excluded); the rate
@@ -44,6 +45,8 @@ from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from streams.simulation import SimulationConfig, simulate
 
 PARTITIONS: Final = 4
+#: Raw consumption passes over the topic (the fastest is the raw rate).
+RAW_PASSES: Final = 3
 #: Batch size of the worker (its default: events per PostgreSQL transaction).
 BATCH_SIZE: Final = 5000
 
@@ -128,7 +131,9 @@ def measure(server: str, events: int, batch_size: int = BATCH_SIZE) -> dict[str,
     with scratch_database(server, "throughput") as url, EmbeddedBroker() as broker:
         create_bench_topics(broker.bootstrap)
         sent = publish(broker.bootstrap, events)
-        raw_s = asyncio.run(raw_consume(broker.bootstrap, sent))
+        # The limit is the fastest of a few passes: one pass of 200,000 records takes about a
+        # second, where the scheduling of a shared machine moves it by a third.
+        raw_s = min(asyncio.run(raw_consume(broker.bootstrap, sent)) for _ in range(RAW_PASSES))
         with worker_process(
             broker.bootstrap, url, batch_size=batch_size, label="throughput"
         ) as worker:
