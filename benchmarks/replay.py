@@ -30,6 +30,7 @@ from benchmarks.report import report
 from streams.codec import Codec
 from streams.pseudonym import Pseudonymiser
 from streams.replay import replay
+from streams.runtime import tune_gc_for_batches
 from streams.simulation import SimulationConfig, simulate
 
 #: A national year: the financial year of the reference figures.
@@ -128,6 +129,7 @@ def parse_only(path: Path) -> tuple[float, int]:
 
 
 def replay_once(path: Path) -> tuple[float, int, int]:
+    tune_gc_for_batches()  # as `crisiswatch replay` does
     codec = Codec(Pseudonymiser(b"benchmark-key-not-a-secret"))
     began = time.perf_counter()
     with path.open("rb") as source:

@@ -35,7 +35,6 @@ the next owner from the positions in PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import sys
@@ -59,13 +58,12 @@ from streams.engine import Engine, Outcome, Rules
 from streams.errors import ConfigurationError, ServiceError, ServiceUnavailableError
 from streams.jsontext import dumps
 from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
+from streams.runtime import tune_gc_for_batches
 
 log = logging.getLogger("crisiswatch.worker")
 
 #: The interpreter's thread switch interval in a worker (see `run`), in seconds.
 GIL_SWITCH_INTERVAL_S: Final = 0.0005
-#: The worker's garbage-collector thresholds (see `run`); the interpreter's are (700, 10, 10).
-GC_THRESHOLDS: Final = (200_000, 10, 10)
 #: Largest record batch the sink builds (bytes); the broker takes up to max_request_size.
 MAX_BATCH_BYTES: Final = 1024 * 1024
 #: How long the startup metadata request to the broker may take, in seconds.
@@ -418,15 +416,7 @@ def run(config: WorkerConfig, rules: Rules, codec: Codec) -> None:
     # comes, it needs the GIL back promptly to send the next statement, not after the
     # default 5 ms slice of a busy event loop (measured: ~20% more events per second).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    # Garbage collection: a batch's thousands of records, documents and rows live just long
-    # enough, at the default thresholds (700, 10, 10), to be promoted to the oldest generation,
-    # whose collections then walk every open clock twice a second: measured, a third of the
-    # worker's time (6.8 s of GC in a 20 s run). A young generation of 200,000 net new objects
-    # outlasts two batches in flight: 0.1 s of GC in the same run, one young collection of
-    # ~80 ms. (Only reference cycles wait for the collector; they are few.) What start-up built
-    # is frozen out of collections.
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    tune_gc_for_batches()  # measured: a third of the worker's time was garbage collection
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     # Metrics first: /health answers (and a busy port fails fast) while PostgreSQL connects.

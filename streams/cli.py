@@ -77,8 +77,10 @@ def replay(
     from streams.codec import Codec
     from streams.replay import atomic_write_text, write_outcomes
     from streams.replay import replay as run
+    from streams.runtime import tune_gc_for_batches
     from streams.settings import PrivacySettings, RulesSettings
 
+    tune_gc_for_batches()
     as_of_instant = _parse_instant(as_of, "--as-of") if as_of is not None else None
     rules = _settings(RulesSettings).rules()
     codec = Codec(_settings(PrivacySettings).pseudonymiser())
