@@ -93,19 +93,17 @@ class Pseudonymiser:
 # place on. On the mapped text this accepts exactly where CANDIDATE would match (the
 # separators are fixed by the text, so a match at a start position is unique); the check digit
 # is then verified by `scrub`.
-_DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
-_SHAPE: Final = rb"000[ -]?000[ -]?0000(?!0)"
+_DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789E", b"000000000e")  # and E to e
+_SHAPE: Final = re.compile(rb"000[ -]?000[ -]?0000(?!0)")
 _ZERO: Final = ord("0")
 # A JSON number with an exponent (9.434765919e9) spells an NHS number without a 10-digit run:
 # digits with an exponent send the text to the full parse-and-scrub. Only where a JSON number
 # can start: a number follows a structural character, a sign or white space, never a letter,
-# digit or point, so hex ids ("b8e3") in strings are not taken for one.
-_EXPONENT: Final = rb"0[eE][+-]?0"
+# digit or point, so hex ids ("b8e3") in strings are not taken for one. (E is mapped to e, so
+# the pattern starts with the literal "0e", which the regex engine scans for quickly.)
+_EXPONENT: Final = re.compile(rb"0e[+-]?0")
 _NUMBER_BODY: Final = frozenset(b"0.")
 _WORD: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
-# Both in one scan (the second character tells them apart: "0" for the shape).
-_SHAPE_OR_EXPONENT: Final = re.compile(b"(?:" + _SHAPE + b")|(?:" + _EXPONENT + b")")
-_SHAPE_ONLY: Final = re.compile(_SHAPE)
 
 
 def may_contain(raw: bytes | str) -> bool:
@@ -118,7 +116,7 @@ def may_contain(raw: bytes | str) -> bool:
 
 
 def digit_shape(data: bytes) -> bytes:
-    """`data` with the digits 1-9 mapped to "0" (what `may_contain_shaped` scans)."""
+    """`data` with the digits 1-9 mapped to "0" and E to e (what `may_contain_shaped` scans)."""
     return data.translate(_DIGITS_TO_ZERO)
 
 
@@ -126,28 +124,28 @@ def may_contain_shaped(data: bytes, zeros: bytes) -> bool:
     """`may_contain` of UTF-8 `data` whose `digit_shape` the caller has already computed."""
     if b"\\u" in data:
         return True
-    match = _SHAPE_OR_EXPONENT.search(zeros)
+    return _has_exponent_number(zeros) or _has_shape(zeros)
+
+
+def _has_exponent_number(zeros: bytes) -> bool:
+    """Whether digits with an exponent stand where a JSON number could (not after a letter)."""
+    match = _EXPONENT.search(zeros)
     while match is not None:
-        first = match.start()
-        if zeros[first + 1] == _ZERO:  # the shape: is the run bounded before it too?
-            if first == 0 or zeros[first - 1] != _ZERO:
-                return True
-        else:  # an exponent: does its number stand where a JSON number can?
-            start = first
-            while start > 0 and zeros[start - 1] in _NUMBER_BODY:
-                start -= 1
-            if start == 0 or zeros[start - 1] not in _WORD:
-                return True
-        match = _SHAPE_OR_EXPONENT.search(zeros, first + 1)
+        start = match.start()
+        while start > 0 and zeros[start - 1] in _NUMBER_BODY:
+            start -= 1
+        if start == 0 or zeros[start - 1] not in _WORD:
+            return True
+        match = _EXPONENT.search(zeros, match.start() + 1)
     return False
 
 
 def _has_shape(zeros: bytes) -> bool:
     """Whether text with its digits mapped to "0" has a CANDIDATE-shaped, digit-bounded run."""
-    match = _SHAPE_ONLY.search(zeros)
+    match = _SHAPE.search(zeros)
     while match is not None:
         first = match.start()
         if first == 0 or zeros[first - 1] != _ZERO:
             return True
-        match = _SHAPE_ONLY.search(zeros, first + 1)
+        match = _SHAPE.search(zeros, first + 1)
     return False
