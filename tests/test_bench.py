@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks.harness import QUICK, REQUIRED_KEYS, Sizes
-from benchmarks.live import _attribute, lag_events_per_clock, lag_plan, percentile
+from benchmarks.live import _attribute, lag_events_per_clock, lag_plan, percentile, warm_up_id
 from streams.engine import Clock, Rules
 from streams.engine.outcome import AT_RISK, BREACHED, CLOCK_UCR
+from streams.pseudonym import Pseudonymiser, may_contain
 from tests.conftest import SERVER
 from tests.support import crisiswatch
 
@@ -178,3 +179,18 @@ def test_latency_attribution() -> None:
     ]
     samples = _attribute(sent, records, excluded={"C"}, since=10.0)
     assert samples == pytest.approx([0.4, 0.2, 0.3])
+
+
+def test_bench_ids_are_never_taken_for_nhs_numbers() -> None:
+    # An id the codec pseudonymises comes back under another name: the bench would wait for
+    # an outcome that never arrives under the id it knows. The warm-up id once held the epoch
+    # second in decimal, a valid NHS number about one time in eleven.
+    scrub = Pseudonymiser(b"k").scrub
+    start = 1_795_493_000  # 2026-11-24; a day of seconds on either side
+    decimal = [f"WARM-{t}" for t in range(start - 86_400, start + 86_400)]
+    assert sum(scrub(rid) != rid for rid in decimal) > 10_000  # the old ids: the control
+    for t in range(start - 86_400, start + 86_400):
+        assert not may_contain(warm_up_id(t).encode())
+    plan = lag_plan(3_000, t0=start, window_s=60, rules=Rules())
+    for _, line in plan.lines:
+        assert not may_contain(line), line
