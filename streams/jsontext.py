@@ -51,7 +51,4 @@ def dumps(value: Any) -> bytes:
 
 def dumps_text(value: Any) -> str:
     """`dumps` as text."""
-    try:
-        return orjson.dumps(value).decode("utf-8")
-    except orjson.JSONEncodeError:
-        return _STANDARD_ENCODE(value)
+    return dumps(value).decode("utf-8")

@@ -56,7 +56,7 @@ class Pseudonymiser:
         # ASCII text with no candidate at all (the fast shape check, exact on ASCII, where
         # `\d` is [0-9]) comes back as it is: most strings of a document the raw pre-check
         # flagged hold none.
-        if text.isascii() and not _has_shape(text.encode("ascii").translate(_DIGITS_TO_ZERO)):
+        if text.isascii() and not _has_shape(digit_shape(text.encode("ascii"))):
             return text
         return CANDIDATE.sub(self._replace, text)
 
