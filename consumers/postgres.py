@@ -433,7 +433,7 @@ class Store:
         """`write`'s transaction, on the writer thread and its connection (reconnecting)."""
         with _wrapped("writing a batch"):
             conn = self._writer_conn
-            if conn is None or conn.closed or conn.broken or _hung_up(conn):
+            if conn is None or _unusable(conn):
                 if conn is not None:
                     conn.close()
                 self._writer_conn = None
@@ -519,7 +519,7 @@ class Store:
     async def _session(self, what: str) -> AsyncIterator[Connection]:
         """The live connection (reconnecting if it was lost), psycopg errors wrapped."""
         async with self._lock:
-            if self._conn.closed or self._conn.broken or _hung_up(self._conn):
+            if _unusable(self._conn):
                 await self._conn.close()
                 self._conn = await _async_connect(self._url)
             try:
@@ -652,11 +652,14 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError)
 
 
-def _hung_up(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
-    """Whether the server spoke on an idle connection: it only does so to end it (a restart
-    or an administrator's termination, then EOF). Checked before each use (one `select`
-    with no wait), so the first statement after PostgreSQL comes back does not fail on the
-    old connection: it reconnects at once, instead of through a retry with backoff."""
+def _unusable(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle connection must be replaced before use: closed, broken, or the server
+    spoke on it, which it only does to end it (a restart or an administrator's termination,
+    then EOF). Checked before each use (one `select` with no wait), so the first statement
+    after PostgreSQL comes back does not fail on the old connection: it reconnects at once,
+    instead of through a retry with backoff."""
+    if conn.closed or conn.broken:
+        return True
     try:
         readable, _, _ = select.select([conn.fileno()], [], [], 0)
     except (OSError, ValueError, psycopg.Error):
