@@ -144,7 +144,6 @@ def start_prometheus(
     import yaml
 
     from consumers import alert_rules
-    from consumers.embedded import free_port
 
     rules = tmp_path / "rules.yml"
     alert_rules.write(rules, spec)
@@ -163,23 +162,15 @@ def start_prometheus(
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [target]}]}]}
     config_file = tmp_path / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config))
-    port = free_port()
-    process = start_process(
+    return _start_ready(
+        "Prometheus",
         [
             binary("prometheus", package="prometheus"),
             f"--config.file={config_file}",
             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
         ],
         tmp_path / "prometheus.log",
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: ready(f"{url}/-/ready"), 30, "Prometheus to be ready")
-    except BaseException:
-        stop_process(process)
-        raise
-    return url, process
 
 
 def start_alertmanager(
@@ -189,25 +180,31 @@ def start_alertmanager(
     on a free loopback port, its storage and log in `directory`; ready when this returns."""
     import yaml
 
-    from consumers.embedded import free_port
-
     directory.mkdir(parents=True, exist_ok=True)
     config_file = directory / "alertmanager.yml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    port = free_port()
-    process = start_process(
+    return _start_ready(
+        "Alertmanager",
         [
             binary("alertmanager", "prometheus-alertmanager", package="prometheus-alertmanager"),
             f"--config.file={config_file}",
             f"--storage.path={directory / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
             "--cluster.listen-address=",
         ],
         directory / "alertmanager.log",
     )
+
+
+def _start_ready(name: str, args: list[str], log: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """Start a Prometheus-family server (`args` plus a free loopback `--web.listen-address`)
+    and wait for its `/-/ready`; stopped again if it never gets there."""
+    from consumers.embedded import free_port
+
+    port = free_port()
+    process = start_process([*args, f"--web.listen-address=127.0.0.1:{port}"], log)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: ready(f"{url}/-/ready"), 30, "Alertmanager to be ready")
+        wait_for(lambda: ready(f"{url}/-/ready"), 30, f"{name} to be ready")
     except BaseException:
         stop_process(process)
         raise
