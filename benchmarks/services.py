@@ -158,17 +158,30 @@ def worker_process(kafka: str, url: str, *, batch_size: int, label: str) -> Iter
 
 def wait_committed(url: str, expected: int, worker: Worker, timeout_s: float) -> float:
     """Poll until the worker has committed `expected` events; the wall time it was seen."""
+    for _ in poll_committed(url, expected, worker, timeout_s, interval_s=0.05):
+        pass
+    return time.time()
+
+
+def poll_committed(
+    url: str, expected: int, worker: Worker, timeout_s: float, interval_s: float
+) -> Iterator[int]:
+    """The worker's committed event count, read every `interval_s`, until it reaches
+    `expected` (the last count yielded); `ServiceError` after `timeout_s`, or if the worker
+    exits."""
     deadline = time.monotonic() + timeout_s
     while True:
-        if committed(url) >= expected:
-            return time.time()
+        count = committed(url)
+        yield count
+        if count >= expected:
+            return
         worker.check()
         if time.monotonic() > deadline:
             raise ServiceError(
-                f"the benchmark worker committed {committed(url)} of {expected} events "
+                f"the benchmark worker committed {count} of {expected} events "
                 f"within {timeout_s:.0f} s; see {worker.log}"
             )
-        time.sleep(0.05)
+        time.sleep(interval_s)
 
 
 # (wall-clock seconds when read, referral id, state)

@@ -32,7 +32,7 @@ from benchmarks import DEFAULT_SERVER
 from benchmarks.report import report
 from benchmarks.services import (
     Worker,
-    committed,
+    poll_committed,
     scratch_database,
     stored_events,
     worker_process,
@@ -102,28 +102,18 @@ def time_worker(url: str, expected: int, worker: Worker, timeout_s: float) -> fl
     The time from the first commit to the last is scaled up by the events of the first batch
     (processed before the clock started), so start-up and the group join are left out.
     """
-    deadline = time.monotonic() + timeout_s
     first: tuple[float, int] | None = None
-    while True:
-        count = committed(url)
+    for count in poll_committed(url, expected, worker, timeout_s, interval_s=0.02):
         now = time.perf_counter()
         if count and first is None:
             first = (now, count)
-        if count >= expected:
-            assert first is not None
-            if first[1] >= expected:
-                raise ServiceError(
-                    f"the worker committed all {expected} events in its first batch: nothing to "
-                    "time (use more events than the batch size)"
-                )
-            return (now - first[0]) * expected / (expected - first[1])
-        worker.check()
-        if time.monotonic() > deadline:
-            raise ServiceError(
-                f"the benchmark worker committed {count} of {expected} events in "
-                f"{timeout_s:.0f} s; see {worker.log}"
-            )
-        time.sleep(0.02)
+    assert first is not None  # the last count is `expected`
+    if first[1] >= expected:
+        raise ServiceError(
+            f"the worker committed all {expected} events in its first batch: nothing to "
+            "time (use more events than the batch size)"
+        )
+    return (now - first[0]) * expected / (expected - first[1])
 
 
 def measure(server: str, events: int, batch_size: int = BATCH_SIZE) -> dict[str, Any]:
