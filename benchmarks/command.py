@@ -1,6 +1,6 @@
 """`crisiswatch bench`: the benchmark harness (`benchmarks.harness`) from the command line.
 
-Registered on the `crisiswatch` group by `streams.cli`; imports stay inside the command so
+Registered on the `crisiswatch` group by `consumers.cli.main`; imports stay inside the command so
 that `crisiswatch --help` does not load the benchmarks.
 """
 

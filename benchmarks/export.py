@@ -30,8 +30,8 @@ import psycopg
 from psycopg import sql
 
 from benchmarks.report import report
-from consumers.export import export_period
-from consumers.postgres import AuditRow, Batch, Store, clock_row, migrate
+from consumers.exports.writer import export_period
+from consumers.store import AuditRow, Batch, Store, clock_row, migrate
 from streams.codec import Codec, Rejection
 from streams.engine import Engine, Rules
 from streams.period import parse_month, week

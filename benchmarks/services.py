@@ -33,10 +33,10 @@ from typing import Final
 import psycopg
 from psycopg import sql
 
-from consumers.embedded import reap
-from consumers.postgres import migrate
+from consumers.local.embedded import reap
+from consumers.store import migrate
 from streams.errors import ServiceError, ServiceUnavailableError
-from streams.options import OUTCOMES_TOPIC
+from streams.names import OUTCOMES_TOPIC
 
 #: The pseudonym key of benchmark workers (synthetic data only; not a secret).
 PSEUDONYM_KEY: Final = "benchmark-key-not-a-secret-0123"
@@ -93,7 +93,7 @@ def postgres_server(url: str, *, embedded: bool) -> Iterator[str]:
     if not embedded:
         yield url
         return
-    from consumers.embedded import EmbeddedPostgres
+    from consumers.local.embedded import EmbeddedPostgres
 
     with EmbeddedPostgres() as pg:
         yield pg.url
@@ -139,7 +139,7 @@ def worker_process(kafka: str, url: str, *, batch_size: int, label: str) -> Iter
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRISISWATCH_")}
     env["CRISISWATCH_PSEUDONYM_KEY"] = PSEUDONYM_KEY
     args = [
-        sys.executable, "-m", "streams.cli", "worker", "--kafka", kafka, "--database-url", url,
+        sys.executable, "-m", "consumers.cli", "worker", "--kafka", kafka, "--database-url", url,
         "--batch-size", str(batch_size), "--group", f"crisiswatch-bench-{label}",
         "--metrics-port", "0", "--log-level", "INFO", "--log-format", "text",
     ]  # fmt: skip

@@ -24,10 +24,10 @@ from benchmarks import DEFAULT_SERVER
 from benchmarks.replay import SimulatedFile, simulated_file
 from benchmarks.report import report
 from benchmarks.services import scratch_database
-from consumers.postgres import AuditRow, Batch, ClockRow, Store, clock_row
+from consumers.store import AuditRow, Batch, ClockRow, Store, clock_row
 from streams.codec import Codec, Rejection
 from streams.engine import Engine, Rules
-from streams.options import EVENTS_TOPIC
+from streams.names import EVENTS_TOPIC
 from streams.pseudonym import Pseudonymiser
 
 BATCH_SIZE: Final = 2000

@@ -37,11 +37,11 @@ from benchmarks.services import (
     stored_events,
     worker_process,
 )
-from consumers.embedded import EmbeddedBroker
-from consumers.publisher import EventPublisher
-from consumers.topic import create_topics
+from consumers.kafka.admin import create_topics
+from consumers.kafka.publisher import EventPublisher
+from consumers.local.embedded import EmbeddedBroker
 from streams.errors import ServiceError
-from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
+from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from streams.simulation import SimulationConfig, simulate
 
 PARTITIONS: Final = 4

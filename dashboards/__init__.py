@@ -10,6 +10,6 @@ generated).
     grafana.py      the Grafana HTTP API adapter (grafana-client): folder + upload
     command.py      `crisiswatch dashboards build | push`
 
-Metric names come from `streams.metric_names` (the exporter's module) and recording-rule
-names from `consumers.alert_rules`, so a renamed metric changes the dashboards too.
+Metric names come from `streams.names` (the exporter's module) and recording-rule
+names from `dashboards.alert_rules`, so a renamed metric changes the dashboards too.
 """

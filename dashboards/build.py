@@ -1,6 +1,5 @@
 """Render the dashboards deterministically and write them as files.
 
-    python -m dashboards build --out deploy/grafana/dashboards
     crisiswatch dashboards build --out deploy/grafana/dashboards
 
 One file per dashboard, `<uid>.json`: keys sorted, two-space indent, a final newline, no
@@ -15,6 +14,7 @@ from typing import Any
 
 from dashboards import compliance, operations, pipeline
 from dashboards.model import Dashboard
+from streams.atomic import write_text_atomic
 
 
 def dashboards() -> tuple[Dashboard, ...]:
@@ -39,8 +39,6 @@ def write(out: Path) -> list[Path]:
     written = []
     for name, text in files().items():
         path = out / name
-        tmp = path.with_name(f".{name}.tmp")
-        tmp.write_text(text, encoding="utf-8", newline="\n")
-        tmp.replace(path)
+        write_text_atomic(path, text)
         written.append(path)
     return written

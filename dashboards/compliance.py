@@ -23,7 +23,7 @@ from dashboards.scope import (
 )
 from streams.engine.event import REABLEMENT_2D, UCR_2H
 from streams.engine.outcome import EXCLUDED, MET, NOT_MET
-from streams.metric_names import CLOCK_WAIT, CLOCKS_STOPPED, OPEN_CLOCKS, REFERRALS_RECEIVED
+from streams.names import CLOCK_WAIT, CLOCKS_STOPPED, OPEN_CLOCKS, REFERRALS_RECEIVED
 
 UID: Final = "crisiswatch-compliance"
 

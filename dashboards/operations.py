@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from consumers.alert_rules import SPEC
+from dashboards.alert_rules import SPEC
 from dashboards.model import (
     Dashboard,
     Grid,
@@ -29,7 +29,7 @@ from dashboards.scope import (
 )
 from streams.engine.event import REABLEMENT_2D, UCR_2H
 from streams.engine.outcome import AT_RISK, BREACHED
-from streams.metric_names import OPEN_CLOCKS
+from streams.names import OPEN_CLOCKS
 
 UID: Final = "crisiswatch"
 

@@ -1,15 +1,15 @@
 """Pipeline health: events in and rejected, data freshness, workers and partitions, PostgreSQL
 write latency, and the alerts firing in Prometheus. Thresholds are the pipeline alerts' own
-(`consumers.alert_rules.SPEC.pipeline`), so a stat turns red where the alert fires.
+(`dashboards.alert_rules.SPEC.pipeline`), so a stat turns red where the alert fires.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from consumers.alert_rules import SPEC, WORKER_JOB
+from dashboards.alert_rules import SPEC, WORKER_JOB
 from dashboards.model import Dashboard, Grid, Panel, PromQuery, Step, count_steps
-from streams.metric_names import (
+from streams.names import (
     EVENTS,
     EVENTS_IN_FLIGHT,
     EVENTS_REJECTED,

@@ -15,7 +15,6 @@ import csv
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, BinaryIO
 
 from streams.codec import Codec, Rejection
@@ -90,11 +89,3 @@ def _lines(
         stripped = line.rstrip(b"\r\n")
         if stripped.strip():
             yield number, stripped
-
-
-def atomic_write_text(path: Path, write: Callable[[IO[str]], None]) -> None:
-    """Write a text file via a temporary sibling and a rename, so readers never see half."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8", newline="") as handle:
-        write(handle)
-    tmp.replace(path)

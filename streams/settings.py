@@ -1,6 +1,6 @@
 """Settings: one frozen pydantic-settings model per concern, env prefix `CRISISWATCH_`.
 
-The environment is read once, at the entry point (`streams.cli`), and values are passed down;
+The environment is read once, at the entry point (`consumers.cli.main`), and values are passed down;
 nothing below the CLI reads `os.environ`.
 """
 

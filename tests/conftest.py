@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from consumers.embedded import EmbeddedBroker
+from consumers.local.embedded import EmbeddedBroker
 from tests.support import Webhook
 
 REPO = Path(__file__).resolve().parents[1]

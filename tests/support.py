@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from consumers.embedded import reap
-from streams.options import EVENTS_TOPIC
+from consumers.local.embedded import reap
+from streams.names import EVENTS_TOPIC
 
 
 def crisiswatch() -> str:
@@ -140,10 +140,10 @@ def start_prometheus(
     tmp_path: Path, metrics_port: int, spec: Any, alertmanager: str | None = None
 ) -> tuple[str, subprocess.Popen[bytes]]:
     """A real Prometheus scraping a worker's /metrics every second, with the rules generated
-    from `spec` (a consumers.alert_rules.RuleSpec), alerting to `alertmanager` if given."""
+    from `spec` (a dashboards.alert_rules.RuleSpec), alerting to `alertmanager` if given."""
     import yaml
 
-    from consumers import alert_rules
+    from dashboards import alert_rules
 
     rules = tmp_path / "rules.yml"
     alert_rules.write(rules, spec)
@@ -198,7 +198,7 @@ def start_alertmanager(
 def _start_ready(name: str, args: list[str], log: Path) -> tuple[str, subprocess.Popen[bytes]]:
     """Start a Prometheus-family server (`args` plus a free loopback `--web.listen-address`)
     and wait for its `/-/ready`; stopped again if it never gets there."""
-    from consumers.embedded import free_port
+    from consumers.local.embedded import free_port
 
     port = free_port()
     process = start_process([*args, f"--web.listen-address=127.0.0.1:{port}"], log)

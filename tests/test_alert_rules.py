@@ -28,11 +28,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from consumers import alert_rules
-from consumers.alert_rules import SPEC, burn_threshold, effective_burn
-from consumers.embedded import free_port
-from consumers.rules_command import rules
-from streams import metric_names
+from consumers.cli.rules import rules
+from consumers.local.embedded import free_port
+from dashboards import alert_rules
+from dashboards.alert_rules import SPEC, burn_threshold, effective_burn
+from streams import names as metric_names
 from streams.geography import regions
 from tests.support import Webhook, binary, stop_process
 
@@ -105,10 +105,10 @@ def test_england_normal_month_fires_nothing() -> None:
 
 
 def test_committed_rules_are_what_the_table_generates() -> None:
-    """Golden file: regenerate with `python -m consumers.alert_rules --out <it>`."""
+    """Golden file: regenerate with `python -m dashboards.alert_rules --out <it>`."""
     assert RULES.read_text(encoding="utf-8") == alert_rules.render(), (
         f"{RULES.relative_to(REPO)} is stale: "
-        f"python -m consumers.alert_rules --out {RULES.relative_to(REPO)}"
+        f"python -m dashboards.alert_rules --out {RULES.relative_to(REPO)}"
     )
 
 
@@ -117,14 +117,15 @@ def test_render_is_deterministic() -> None:
     assert yaml.safe_load(alert_rules.render()) == alert_rules.rule_groups()
 
 
-def test_module_entry_point_writes_the_file(tmp_path: Path) -> None:
-    out = tmp_path / "rules" / "crisiswatch.rules.yml"
+def test_rules_build_kubernetes_writes_the_committed_manifest(tmp_path: Path) -> None:
+    out = tmp_path / "k8s" / "prometheusrule.yaml"
     subprocess.run(
-        [sys.executable, "-m", "consumers.alert_rules", "--out", str(out)],
+        [sys.executable, "-m", "consumers.cli", "rules", "build", "--kubernetes", "--out", str(out)],
         check=True,
         cwd=REPO,
     )
-    assert out.read_text(encoding="utf-8") == RULES.read_text(encoding="utf-8")
+    committed = REPO / "deploy" / "kubernetes" / "prometheusrule.yaml"
+    assert out.read_text(encoding="utf-8") == committed.read_text(encoding="utf-8")
 
 
 def test_rules_build_command(tmp_path: Path) -> None:

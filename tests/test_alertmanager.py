@@ -29,14 +29,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from consumers.alertmanager import (
+from consumers.local.embedded import free_port
+from consumers.observe.alertmanager import (
     ALERT_AT_RISK,
     ALERT_BREACHED,
     WITHDRAWN,
     AlertmanagerNotifier,
     format_deadline,
 )
-from consumers.embedded import free_port
 from streams.engine import Change, Engine, Rules
 from tests.factory import at, contact, received
 from tests.support import Webhook, stop_process
@@ -455,7 +455,7 @@ def test_a_refused_batch_is_logged_without_what_alertmanager_quotes_back(
     alertmanager: Alertmanager, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Alertmanager's 4xx text quotes the refused values (here the generatorURL, which names
-    the referral): referral ids go to DEBUG only (consumers/logs.py), never to the ERROR line."""
+    the referral): referral ids go to DEBUG only (consumers/observe/logs.py), never to the ERROR line."""
     now = int(time.time())
     engine = Engine(RULES)
     changes = one(engine.apply(received("R-QUOTED-1", now - 95 * MINUTE), now))

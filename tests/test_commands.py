@@ -25,10 +25,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from consumers.embedded import EmbeddedBroker, free_port
-from consumers.postgres import migrations
-from consumers.publisher import EventPublisher, PublishReport, publish_lines
-from consumers.topic import create_topics, describe_partitions, list_topics
+from consumers.kafka.admin import create_topics, describe_partitions, list_topics
+from consumers.kafka.publisher import EventPublisher, PublishReport, publish_lines
+from consumers.local.embedded import EmbeddedBroker, free_port
+from consumers.store import migrations
 from streams.codec import Codec
 from streams.engine import Event
 from streams.errors import ServiceError
@@ -95,7 +95,7 @@ class Message:
 def read_back(bootstrap: str, topic: str, count: int) -> list[Message]:
     """Every message of `topic` from the start of each partition: `count` of them, plus any
     extra that shows up within a second after (so duplicates are seen, not hidden)."""
-    # Imported here, after consumers.topic has imported kafka-python with its import-time
+    # Imported here, after consumers.kafka.admin has imported kafka-python with its import-time
     # DeprecationWarnings silenced (pytest turns warnings into errors).
     from kafka import KafkaConsumer, TopicPartition
 

@@ -32,17 +32,16 @@ import pytest
 import yaml
 from psycopg import sql
 
-from consumers import alert_rules
-from consumers.alert_rules import SPEC
-from consumers.embedded import EmbeddedBroker, free_port
-from consumers.postgres import migrate
-from consumers.topic import create_topics
+from consumers.cli.main import main as crisiswatch_main
+from consumers.kafka.admin import create_topics
+from consumers.local.embedded import EmbeddedBroker, free_port
+from consumers.store import migrate
+from dashboards import alert_rules, grafana
 from dashboards import build as builder
-from dashboards import grafana
-from dashboards.command import main as dashboards_main
+from dashboards.alert_rules import SPEC
 from dashboards.model import POSTGRES, PROMETHEUS, SqlQuery
 from streams.errors import ConfigurationError, ServiceUnavailableError
-from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
+from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from streams.simulation import SimulationConfig, simulate
 from tests.conftest import REPO
 from tests.support import get_json, produce, ready, start_prometheus, stop_process, wait_for
@@ -110,15 +109,15 @@ def test_build_command_writes_and_checks(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        dashboards_main(["build", "--out", str(tmp_path)])
+        crisiswatch_main(["dashboards", "build", "--out", str(tmp_path)])
     assert exit_info.value.code == 0
     assert {p.name for p in tmp_path.iterdir()} == set(builder.files())
     with pytest.raises(SystemExit) as exit_info:
-        dashboards_main(["build", "--out", str(tmp_path), "--check"])
+        crisiswatch_main(["dashboards", "build", "--out", str(tmp_path), "--check"])
     assert exit_info.value.code == 0
     (tmp_path / "crisiswatch.json").write_text("{}")
     with pytest.raises(SystemExit) as exit_info:
-        dashboards_main(["build", "--out", str(tmp_path), "--check"])
+        crisiswatch_main(["dashboards", "build", "--out", str(tmp_path), "--check"])
     assert exit_info.value.code == 1
     assert "out of date" in capsys.readouterr().err
 
@@ -478,7 +477,7 @@ def fake_grafana() -> Iterator[FakeGrafana]:
 
 def run_push(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     with pytest.raises(SystemExit) as exit_info:
-        dashboards_main(["push", *args])
+        crisiswatch_main(["dashboards", "push", *args])
     err = capsys.readouterr().err
     assert "Traceback" not in err
     return int(exit_info.value.code or 0), err

@@ -1,7 +1,7 @@
 """deploy/kubernetes/ validated offline: built-in kinds against the Kubernetes OpenAPI schemas
 bundled in `kubernetes-validate` (strict: unknown fields fail), the Prometheus Operator objects
 against the minimal schemas below (kubernetes-validate has no CRD schemas), and the
-PrometheusRule as a golden file of `consumers.k8s_rules`.
+PrometheusRule as a golden file of `dashboards.k8s_rules`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from consumers import k8s_rules
-from consumers.alert_rules import rule_groups
+from dashboards import k8s_rules
+from dashboards.alert_rules import rule_groups
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "deploy" / "kubernetes"
@@ -142,7 +142,7 @@ def test_the_validator_catches_mistakes() -> None:
 def test_the_prometheus_rule_is_generated_from_the_same_rules() -> None:
     committed = (MANIFESTS / "prometheusrule.yaml").read_text()
     assert committed == k8s_rules.render(), (
-        "regenerate: python -m consumers.k8s_rules --out deploy/kubernetes/prometheusrule.yaml"
+        "regenerate: python -m dashboards.k8s_rules --out deploy/kubernetes/prometheusrule.yaml"
     )
     assert yaml.safe_load(committed)["spec"] == rule_groups()
     committed_prometheus = yaml.safe_load(

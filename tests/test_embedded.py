@@ -16,8 +16,13 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from consumers.embedded import EmbeddedBroker, EmbeddedPostgres, EmbeddedServiceError, free_port
-from consumers.topic import TopicAdminError, create_topics, describe_partitions, list_topics
+from consumers.kafka.admin import TopicAdminError, create_topics, describe_partitions, list_topics
+from consumers.local.embedded import (
+    EmbeddedBroker,
+    EmbeddedPostgres,
+    EmbeddedServiceError,
+    free_port,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +69,7 @@ def test_create_topics_rejects_zero_partitions(broker: EmbeddedBroker) -> None:
 
 
 def test_keyed_messages_round_trip(broker: EmbeddedBroker) -> None:
-    # Imported after consumers.topic, which silences kafka-python's import-time warnings.
+    # Imported after consumers.kafka.admin, which silences kafka-python's import-time warnings.
     from kafka import KafkaProducer
 
     topic = "embedded-roundtrip"

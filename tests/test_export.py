@@ -38,10 +38,12 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from consumers.export import COLUMNS, export, export_period
-from consumers.pipeline import DeadLetter, Message, Pipeline
-from consumers.postgres import Store, migrate
-from consumers.workbook import SHEETS
+from consumers.cli.export import export
+from consumers.exports.figures import COLUMNS
+from consumers.exports.workbook import SHEETS
+from consumers.exports.writer import export_period
+from consumers.live.pipeline import DeadLetter, Message, Pipeline
+from consumers.store import Store, migrate
 from streams.codec import Codec, Rejection
 from streams.engine import Clock, Engine, Outcome, Rules
 from streams.engine.event import CONTACT
@@ -598,14 +600,14 @@ def test_publication_export_rounds_counts_and_omits_empty_organisations(
     ],
 )
 def test_publication_rounding(count: int, shown: int) -> None:
-    from consumers.export import publication_count
+    from consumers.exports.figures import publication_count
 
     assert publication_count(count) == shown
     assert rounded(count) == shown  # the test's own reading agrees
 
 
 def test_percentages_come_from_unrounded_counts() -> None:
-    from consumers.export import Figures, Row, row_cells
+    from consumers.exports.figures import Figures, Row, row_cells
 
     row = Row("provider", "RXX", "", Figures(clocks_stopped=13, clocks_met=9))
     cells = dict(zip(COLUMNS, row_cells(row, publication=True), strict=True))

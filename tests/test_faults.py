@@ -56,14 +56,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from consumers.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
-from consumers.pipeline import RetryPolicy
-from consumers.postgres import migrate
-from consumers.publisher import EventPublisher, publish_lines
-from consumers.topic import create_topics
+from consumers.kafka.admin import create_topics
+from consumers.kafka.publisher import EventPublisher, publish_lines
+from consumers.live.pipeline import RetryPolicy
+from consumers.local.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from consumers.store import migrate
 from streams.codec import Codec, Rejection
 from streams.engine import Engine
-from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
+from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from streams.pseudonym import Pseudonymiser
 from streams.settings import RulesSettings
 from streams.simulation import SimulationConfig, simulate

@@ -67,9 +67,9 @@ from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from consumers.embedded import EmbeddedBroker, free_port
-from consumers.postgres import migrate
-from consumers.topic import create_topics
+from consumers.kafka.admin import create_topics
+from consumers.local.embedded import EmbeddedBroker, free_port
+from consumers.store import migrate
 from streams.codec import (
     BAD_TIME,
     BAD_VALUE,
@@ -82,7 +82,7 @@ from streams.codec import (
     TOO_LARGE,
     UNKNOWN_TYPE,
 )
-from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
+from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from streams.pseudonym import Pseudonymiser, is_nhs_number
 from tests.support import crisiswatch, ready, start_alertmanager, stop_process, wait_for
 from tests.test_codec import REFERENCE, time_is_good, times
@@ -1776,7 +1776,7 @@ def test_pages_exist_and_nothing_anywhere_holds_an_nhs_number_in_clear(
 
     # Each kind of place carried NHS numbers (their pseudonyms are there): a clean scan below
     # means they were replaced, not that none arrived. Metrics label values come from closed
-    # sets (consumers/metrics.py): codes that were NHS numbers are counted as icb="unknown".
+    # sets (consumers/observe/metrics.py): codes that were NHS numbers are counted as icb="unknown".
     groups = {
         "tables": [n for n in sources if n.startswith("table ")],
         "dlq": [n for n in sources if n.startswith("dlq ")],

@@ -23,17 +23,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumers.embedded import EmbeddedBroker
-from consumers.metrics import SERIES_BUDGET, MetricsServer, PipelineCollector, new_registry
-from consumers.pipeline import DeadLetter, Message, Pipeline
-from consumers.postgres import Batch, migrate
-from consumers.topic import create_topics
+from consumers.kafka.admin import create_topics
+from consumers.live.pipeline import DeadLetter, Message, Pipeline
+from consumers.local.embedded import EmbeddedBroker
+from consumers.observe.metrics import SERIES_BUDGET, MetricsServer, PipelineCollector, new_registry
+from consumers.store import Batch, migrate
 from streams.codec import REASONS, Codec
 from streams.engine import Engine, Outcome, Rules
 from streams.engine.event import EVENT_TYPES, PATHWAYS
 from streams.errors import ConfigurationError
 from streams.geography import icbs, regions
-from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
+from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from tests.support import crisiswatch, produce, wait_for
 
 NOW = int(datetime(2026, 2, 10, 15, 0, tzinfo=UTC).timestamp())  # a Tuesday; London = UTC

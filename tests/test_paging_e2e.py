@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import yaml
 
-from consumers.alert_rules import SPEC, BacklogAlert
-from consumers.embedded import EmbeddedBroker, free_port
-from consumers.postgres import migrate
-from consumers.topic import create_topics
-from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
+from consumers.kafka.admin import create_topics
+from consumers.local.embedded import EmbeddedBroker, free_port
+from consumers.store import migrate
+from dashboards.alert_rules import SPEC, BacklogAlert
+from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from tests.support import (
     Webhook,
     get_json,

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 
-from consumers.postgres import (
+from consumers.store import (
     PENDING,
     AuditRow,
     Batch,

@@ -26,12 +26,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from consumers.embedded import EmbeddedBroker, reap
-from consumers.postgres import migrate
-from consumers.publisher import EventPublisher, publish_lines
-from consumers.topic import create_topics
+from consumers.kafka.admin import create_topics
+from consumers.kafka.publisher import EventPublisher, publish_lines
+from consumers.local.embedded import EmbeddedBroker, reap
+from consumers.store import migrate
 from streams.codec import Codec
-from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
+from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from streams.pseudonym import Pseudonymiser
 from streams.simulation import SimulationConfig, simulate
 from tests.support import crisiswatch, wait_for

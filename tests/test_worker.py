@@ -22,10 +22,10 @@ import psycopg
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from consumers.embedded import EmbeddedBroker
-from consumers.postgres import migrate
-from consumers.topic import create_topics
-from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
+from consumers.kafka.admin import create_topics
+from consumers.local.embedded import EmbeddedBroker
+from consumers.store import migrate
+from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from tests.support import crisiswatch, produce, wait_for
 
 pytestmark = pytest.mark.integration

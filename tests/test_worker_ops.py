@@ -15,11 +15,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from consumers.embedded import EmbeddedBroker, free_port
-from consumers.logs import JsonFormatter, configure_logging
-from consumers.postgres import migrate
-from consumers.topic import create_topics
-from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
+from consumers.kafka.admin import create_topics
+from consumers.local.embedded import EmbeddedBroker, free_port
+from consumers.observe.logs import JsonFormatter, configure_logging
+from consumers.store import migrate
+from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from tests.support import crisiswatch, produce, wait_for
 from tests.test_worker import (
     PARTITIONS,

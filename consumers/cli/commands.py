@@ -1,8 +1,8 @@
 """Operator commands around the live pipeline: `topics`, `db`, `publish`, `simulate`.
 
-Registered on the `crisiswatch` group by `streams.cli`. Heavy imports (kafka-python, psycopg,
+Registered on the `crisiswatch` group by `consumers.cli.main`. Heavy imports (kafka-python, psycopg,
 the codec, the simulator) happen inside the commands, so `crisiswatch --help` stays fast.
-Errors are crisiswatch's own (`streams.errors`); `streams.cli.main` turns them into one line
+Errors are crisiswatch's own (`streams.errors`); `consumers.cli.main.main` turns them into one line
 and the contract's exit code.
 
 `publish` and `simulate` stop cleanly on Ctrl-C: the first one ends the input, flushes what
@@ -25,16 +25,17 @@ from typing import TYPE_CHECKING, Any, Final
 
 import click
 
+from consumers.cli.options import database_option, kafka_option
 from streams.errors import (
     ConfigurationError,
     InputError,
     ServiceError,
     ServiceUnavailableError,
 )
-from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC, database_option, kafka_option
+from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 
 if TYPE_CHECKING:
-    from consumers.publisher import EventPublisher, PublishReport
+    from consumers.kafka.publisher import EventPublisher, PublishReport
     from streams.simulation import SimulatedLine, SimulationConfig
 
 __all__ = ["db", "publish", "simulate", "topics"]
@@ -100,7 +101,7 @@ def create_topics_command(kafka: str, partitions: int, retention_hours: int) -> 
     Idempotent: a topic that already exists is left as it is (its partition count is not
     changed) and reported.
     """
-    from consumers.topic import TopicAdminError, create_topics, describe_partitions
+    from consumers.kafka.admin import TopicAdminError, create_topics, describe_partitions
 
     bootstrap = _bootstrap(kafka)
     names = (EVENTS_TOPIC, OUTCOMES_TOPIC, DLQ_TOPIC)
@@ -128,7 +129,7 @@ def create_topics_command(kafka: str, partitions: int, retention_hours: int) -> 
 
 
 def _admin_error(exc: Exception, bootstrap: str) -> ServiceError:
-    from consumers.publisher import _kafka
+    from consumers.kafka.publisher import _kafka
 
     _, errors = _kafka()
     if isinstance(exc.__cause__, errors.KafkaTimeoutError | errors.KafkaConnectionError):
@@ -150,7 +151,7 @@ def db() -> None:
 @database_option
 def migrate_command(database_url: str) -> None:
     """Bring the database to the latest schema (idempotent; safe to run concurrently)."""
-    from consumers.postgres import migrate
+    from consumers.store import migrate
 
     applied = migrate(database_url)
     if applied:
@@ -176,7 +177,7 @@ def publish(file: Path, kafka: str, topic: str, quiet: bool) -> None:
     """
     from tqdm import tqdm
 
-    from consumers.publisher import EventPublisher, publish_lines
+    from consumers.kafka.publisher import EventPublisher, publish_lines
     from streams.codec import Codec
 
     bootstrap = _bootstrap(kafka)
@@ -404,7 +405,7 @@ def _simulate_to_kafka(
 ) -> None:
     from tqdm import tqdm
 
-    from consumers.publisher import EventPublisher, publish_lines
+    from consumers.kafka.publisher import EventPublisher, publish_lines
     from streams.codec import Codec
     from streams.simulation import simulate as run
 

@@ -29,12 +29,12 @@ from typing import Any
 import click
 import psycopg
 
-from consumers.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, reap
-from consumers.postgres import migrate
-from consumers.publisher import EventPublisher
-from consumers.topic import create_topics
+from consumers.kafka.admin import create_topics
+from consumers.kafka.publisher import EventPublisher
+from consumers.local.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, reap
+from consumers.store import migrate
 from streams.geography import regions
-from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
+from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from streams.simulation import SimulationConfig, simulate
 
 BACKFILL = timedelta(hours=3)
@@ -121,7 +121,7 @@ def _worker(kafka: str, database_url: str, metrics_port: int) -> Iterator[subpro
     }
     with log.open("ab") as handle:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--kafka", kafka,
+            [sys.executable, "-m", "consumers.cli", "worker", "--kafka", kafka,
              "--database-url", database_url, "--log-level", "WARNING",
              "--metrics-port", str(metrics_port)],
             stdout=handle,

@@ -187,7 +187,7 @@ class EventPublisher:
         """Connect to the broker and check that the topic exists; idempotent."""
         if self._producer is not None:
             return self
-        from consumers.topic import TopicAdminError, list_topics
+        from consumers.kafka.admin import TopicAdminError, list_topics
 
         kafka, errors = _kafka()
         # kafka-python 3 says "no broker" with a timeout; 2.x had NoBrokersAvailable.

@@ -1,6 +1,6 @@
 """The live pipeline without Faust: Kafka messages in; engine; Kafka and PostgreSQL out.
 
-Faust (`consumers/worker.py`) only feeds this class batches of messages and ticks; everything
+Faust (`consumers/live/worker.py`) only feeds this class batches of messages and ticks; everything
 that decides correctness is here, testable with a fake sink and a real PostgreSQL.
 
 Exactly-once effects from at-least-once parts
@@ -47,12 +47,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeAlias, TypeVar
 
-from consumers.postgres import AuditRow, Batch, ClockRow, Store, clock_row, is_transient
+from consumers.observe.stats import Stats
+from consumers.store import AuditRow, Batch, ClockRow, Store, clock_row, is_transient
 from streams.codec import Codec, Rejection
 from streams.engine import Change, Engine, Event, Outcome
 from streams.engine.event import RECEIVED, UNKNOWN
@@ -106,25 +106,6 @@ class Sink(Protocol):
     """Where outcome changes and dead letters go (Kafka live; a list in tests)."""
 
     async def publish(self, outcomes: Sequence[Outcome], dead: Sequence[DeadLetter]) -> None: ...
-
-
-@dataclass(slots=True)
-class Stats:
-    """Counters the metrics adapter reads (monotonic; never reset)."""
-
-    events: Counter[str] = field(default_factory=Counter)  # accepted, by type
-    duplicates: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)  # by reason
-    changes: int = 0
-    withdrawn: Counter[tuple[str, str]] = field(default_factory=Counter)  # (pathway, region)
-    stopped: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
-    received: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    waits: list[tuple[str, str, int]] = field(default_factory=list)  # drained by metrics
-    batches: int = 0
-    last_event_time: int | None = None
-    last_write: float | None = None  # wall clock of the last committed transaction
-    write_seconds: list[float] = field(default_factory=list)  # drained by metrics
-    in_flight: int = 0
 
 
 @dataclass(frozen=True, slots=True)

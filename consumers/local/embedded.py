@@ -375,7 +375,7 @@ class EmbeddedBroker(_ChildService):
 
     def _answers_metadata(self, deadline: float) -> bool:
         """Whether a Kafka client gets a metadata response before ``deadline``."""
-        from consumers.topic import TopicAdminError, list_topics
+        from consumers.kafka.admin import TopicAdminError, list_topics
 
         while time.monotonic() < deadline:
             if not self.running:

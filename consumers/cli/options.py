@@ -49,7 +49,3 @@ alertmanager_option = click.option(
     metavar="URL",
     help="Alertmanager to post per-referral alerts to (none when unset).",
 )
-
-EVENTS_TOPIC = "referral-events"
-OUTCOMES_TOPIC = "referral-outcomes"
-DLQ_TOPIC = "referral-events-dlq"

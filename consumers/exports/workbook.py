@@ -5,7 +5,7 @@ Sheets: **Summary** (the area and England, the definitions, and the 12-period ch
 table and chart), **Open at end** (open and breached clocks at the period end by provider)
 and, with `--detail` only, **Detail** (one row per clock: referral id and codes, no patient
 data). Counts are the ones of summary.csv (rounded in publication mode); percentages are
-computed from unrounded counts (`consumers.export.row_cells`).
+computed from unrounded counts (`consumers.exports.figures.row_cells`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
-from consumers.export import (
+from consumers.exports.figures import (
     COLUMNS,
     TARGET_PCT,
     Cell,

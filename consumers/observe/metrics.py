@@ -66,7 +66,7 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
-from typing import Final, TypeVar
+from typing import Final, Protocol, TypeVar
 
 from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry, ProcessCollector
@@ -80,9 +80,10 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from consumers.pipeline import Pipeline
-from streams import metric_names as names
+from consumers.observe.stats import Stats
+from streams import names
 from streams.codec import REASONS
+from streams.engine import Engine
 from streams.engine.event import EVENT_TYPES, PATHWAYS, UNKNOWN
 from streams.errors import ConfigurationError
 from streams.geography import region_by_icb, regions
@@ -95,6 +96,16 @@ POSTGRES_WRITE_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 DRAIN_INTERVAL: Final = 5.0  # seconds between drains of Stats' sample lists with no scrape
 
 Key = TypeVar("Key", bound=tuple[str, ...])
+
+
+class Watched(Protocol):
+    """What the collector reads of a pipeline (`consumers.live.pipeline.Pipeline`)."""
+
+    stats: Stats
+    engine: Engine
+
+    @property
+    def partitions(self) -> frozenset[int]: ...
 
 
 # -- closed label sets ---------------------------------------------------------------------------
@@ -152,7 +163,7 @@ class _Histogram:
 class PipelineCollector(Collector):
     """The pipeline's metrics, read at scrape time (module docstring)."""
 
-    def __init__(self, pipeline: Pipeline, registry: CollectorRegistry | None = REGISTRY) -> None:
+    def __init__(self, pipeline: Watched, registry: CollectorRegistry | None = REGISTRY) -> None:
         self.pipeline = pipeline
         self._waits = _Histogram(names.CLOCK_WAIT_BUCKETS)
         self._writes = _Histogram(POSTGRES_WRITE_BUCKETS)
@@ -292,7 +303,7 @@ def _counter(name: str, documentation: str, labels: list[str], values: Counter[K
     return family
 
 
-def new_registry(pipeline: Pipeline | None = None) -> CollectorRegistry:
+def new_registry(pipeline: Watched | None = None) -> CollectorRegistry:
     """A worker's registry: process metrics (`crisiswatch_process_*`) and, given one, a
     pipeline's metrics. No default-registry globals: each worker serves its own."""
     registry = CollectorRegistry()
@@ -357,7 +368,7 @@ class MetricsServer:
         log.info("metrics on %s/metrics (also /health, /ready)", self.url)
         return self.port
 
-    def watch(self, pipeline: Pipeline) -> PipelineCollector:
+    def watch(self, pipeline: Watched) -> PipelineCollector:
         """Export this pipeline's metrics; ready once it owns partitions or has consumed."""
         self.collector = PipelineCollector(pipeline, registry=self.registry)
         self.ready = lambda: bool(pipeline.partitions) or pipeline.stats.batches > 0

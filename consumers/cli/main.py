@@ -7,6 +7,7 @@ Set CRISISWATCH_DEBUG=1 to see tracebacks of unexpected errors.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import sys
 from datetime import datetime
@@ -16,14 +17,14 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from streams.errors import ConfigurationError, CrisiswatchError, InputError
-from streams.options import (
+from consumers.cli.options import (
     alertmanager_option,
     database_option,
     kafka_option,
     metrics_host_option,
     metrics_port_option,
 )
+from streams.errors import ConfigurationError, CrisiswatchError, InputError
 
 
 def _parse_instant(value: str, option: str) -> int:
@@ -74,9 +75,10 @@ def replay(
     Rules settings come from the environment (CRISISWATCH_UCR_LIMIT_SECONDS,
     CRISISWATCH_START_MODE, CRISISWATCH_TIMEZONE, ...; see the README).
     """
+    from streams.atomic import write_atomic
     from streams.codec import Codec
-    from streams.replay import atomic_write_text, write_outcomes
     from streams.replay import replay as run
+    from streams.replay import write_outcomes
     from streams.runtime import tune_gc_for_batches
     from streams.settings import PrivacySettings, RulesSettings
 
@@ -124,7 +126,7 @@ def replay(
         write_outcomes(result.outcomes, sys.stdout)
     else:
         try:
-            atomic_write_text(out, lambda handle: write_outcomes(result.outcomes, handle))
+            write_atomic(out, lambda handle: write_outcomes(result.outcomes, handle))
         except OSError as exc:
             raise InputError(f"cannot write {out}: {exc.strerror or exc}") from exc
     if not quiet:
@@ -191,8 +193,8 @@ def worker(
     """
     import tempfile
 
-    from consumers.logs import configure_logging
-    from consumers.worker import WorkerConfig, run
+    from consumers.live.worker import WorkerConfig, run
+    from consumers.observe.logs import configure_logging
     from streams.codec import Codec
     from streams.settings import PrivacySettings, RulesSettings
 
@@ -258,7 +260,7 @@ def demo(
     """
     import secrets
 
-    from consumers.demo import DemoOptions, run_demo
+    from consumers.local.demo import DemoOptions, run_demo
 
     run_demo(
         DemoOptions(
@@ -282,11 +284,10 @@ def _settings(model: type[Any]) -> Any:
 
 
 # The pipeline's operator commands (imports inside them keep `crisiswatch --help` fast).
-from benchmarks.command import bench  # noqa: E402
-from consumers.commands import db, publish, simulate, topics  # noqa: E402
-from consumers.export import export  # noqa: E402
-from consumers.rules_command import rules  # noqa: E402
-from dashboards.command import dashboards  # noqa: E402
+from consumers.cli.commands import db, publish, simulate, topics  # noqa: E402
+from consumers.cli.dashboards import dashboards  # noqa: E402
+from consumers.cli.export import export  # noqa: E402
+from consumers.cli.rules import rules  # noqa: E402
 
 cli.add_command(topics)
 cli.add_command(db)
@@ -295,7 +296,19 @@ cli.add_command(simulate)
 cli.add_command(rules)
 cli.add_command(export)
 cli.add_command(dashboards)
-cli.add_command(bench)
+
+
+def _add_developer_commands() -> None:
+    """`crisiswatch bench` where `benchmarks/` is importable: a source checkout's venv
+    (scripts/bootstrap dev), not the wheel or the image, which ship without it."""
+    if importlib.util.find_spec("benchmarks") is None:
+        return
+    from benchmarks.command import bench
+
+    cli.add_command(bench)
+
+
+_add_developer_commands()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -335,7 +348,3 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"crisiswatch: unexpected error: {type(exc).__name__}: {exc}", err=True)
         sys.exit(1)
     sys.exit(0)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -120,6 +120,7 @@ from streams.engine.outcome import (
     NOT_MET,
     WAITING,
 )
+from streams.names import ALERT_AT_RISK, ALERT_BREACHED, ALERT_FOR_STATE, PATHWAY_NAMES
 
 __all__ = [
     "ALERT_AT_RISK",
@@ -131,9 +132,6 @@ __all__ = [
 
 log = logging.getLogger("crisiswatch.alertmanager")
 
-ALERT_AT_RISK: Final = "ReferralAtRisk"
-ALERT_BREACHED: Final = "ReferralBreached"
-ALERT_FOR_STATE: Final = {AT_RISK: ALERT_AT_RISK, BREACHED: ALERT_BREACHED}
 
 # (alertname, pathway) -> severity label; see the module docstring for why.
 SEVERITY: Final = {
@@ -152,7 +150,6 @@ MAX_RETRY_S: Final = 30.0  # backoff ceiling, seconds
 # Transient HTTP answers, retried; any other 4xx is a bug in the payload (see docstring).
 RETRY_STATUSES: Final = frozenset({408, 429})
 
-PATHWAY_NAMES: Final = {UCR_2H: "2-hour urgent response", REABLEMENT_2D: "2-day reablement"}
 
 ACTIONS: Final = {
     (ALERT_AT_RISK, UCR_2H): (
@@ -487,7 +484,7 @@ class AlertmanagerNotifier:
                 await response.read()
                 return
             # Alertmanager's answer quotes what it refused (label values, generatorURL), so it
-            # can carry referral ids, which are logged at DEBUG only (consumers/logs.py): the
+            # can carry referral ids, which are logged at DEBUG only (consumers.observe.logs): the
             # WARNING/ERROR lines give the status alone.
             text = (await response.text(errors="replace"))[:500]
             log.debug("alertmanager: HTTP %d from %s: %s", response.status, self.url, text)

@@ -1,4 +1,4 @@
-"""`crisiswatch worker`: the Faust app around `consumers.pipeline.Pipeline`.
+"""`crisiswatch worker`: the Faust app around `consumers.live.pipeline.Pipeline`.
 
 Faust owns the consumer group (partition assignment, rebalances, fetching); the pipeline owns
 correctness. Three pieces of glue:
@@ -18,7 +18,7 @@ its supervisor restarts it from PostgreSQL, rather than carrying on past a hole.
 
 Starting and stopping
 ---------------------
-Startup fails fast, with one line and no traceback (`streams.cli.main` prints it): malformed
+Startup fails fast, with one line and no traceback (`consumers.cli.main.main` prints it): malformed
 settings (a bootstrap address, database or Alertmanager URL that cannot be parsed) are
 `ConfigurationError` (exit 2, checked by `check_settings` before anything connects); a broker
 that does not answer one metadata request within `BROKER_CHECK_TIMEOUT_S`, or lacks the events
@@ -49,15 +49,15 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TP
 
-from consumers.alertmanager import AlertmanagerNotifier
-from consumers.metrics import MetricsServer
-from consumers.pipeline import DeadLetter, Pipeline
-from consumers.postgres import Store
+from consumers.live.pipeline import DeadLetter, Pipeline
+from consumers.observe.alertmanager import AlertmanagerNotifier
+from consumers.observe.metrics import MetricsServer
+from consumers.store import Store
 from streams.codec import Codec
 from streams.engine import Engine, Outcome, Rules
 from streams.errors import ConfigurationError, ServiceError, ServiceUnavailableError
 from streams.jsontext import dumps
-from streams.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
+from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from streams.runtime import tune_gc_for_batches
 
 log = logging.getLogger("crisiswatch.worker")
@@ -336,7 +336,7 @@ def check_settings(config: WorkerConfig) -> None:
 def check_broker(config: WorkerConfig, timeout_s: float = BROKER_CHECK_TIMEOUT_S) -> None:
     """One metadata request: `ServiceUnavailableError` if no broker answers in `timeout_s`,
     `ServiceError` if the events topic does not exist (Faust would otherwise wait forever)."""
-    from consumers.topic import TopicAdminError, list_topics
+    from consumers.kafka.admin import TopicAdminError, list_topics
 
     # kafka-python logs every failed attempt at INFO-ERROR; the outcome is our one line.
     library = logging.getLogger("kafka")
@@ -442,7 +442,7 @@ def run(config: WorkerConfig, rules: Rules, codec: Codec) -> None:
             lambda: notifier.reconcile(pipeline.engine.published(), int(time.time()))
         )
     app = build_app(config, pipeline)
-    # override_logging=False: keep the handler of `consumers.logs` (JSON lines).
+    # override_logging=False: keep the handler of `consumers.observe.logs` (JSON lines).
     worker = faust.Worker(app, loop=loop, quiet=True, override_logging=False)
 
     @app.on_before_shutdown.connect  # type: ignore[untyped-decorator]

@@ -3,13 +3,8 @@
 A thin adapter (psycopg 3, async): it translates engine values (`Clock.to_state()`,
 `Outcome`) into rows and back, and decides nothing about the rules.
 
-Schema and migrations
----------------------
-`consumers/migrations/NNNN_name.sql`, applied in order by `migrate(url)`; each in its own
-transaction and recorded in `schema_migrations`. A session advisory lock serialises
-migrators, so workers that start together do not race: the first applies, the others wait
-and find nothing left to do.
-
+Tables (schema: `consumers.store.migrate`)
+-------------------------------------------
 * `events`: every accepted event once per event id, append-only (a trigger refuses UPDATE
   and DELETE); of two copies of an id the first (by partition and offset) is kept, whatever
   the batch boundaries;
@@ -54,198 +49,31 @@ from __future__ import annotations
 
 import asyncio
 import re
-import select
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from contextlib import asynccontextmanager
 from datetime import datetime
-from importlib.resources import files
 from types import TracebackType
-from typing import Any, Final, NamedTuple, Self
+from typing import Any, Final, Self
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
+from consumers.store.connect import (
+    connect_async,
+    connect_sync,
+    unusable,
+    wrap_error,
+    wrapped,
+)
+from consumers.store.rows import PENDING, AuditRow, Batch, ClockRow, Counts
 from streams.engine import Clock, Outcome, Rules
 from streams.engine.outcome import CLOCK_REABLEMENT, CLOCK_UCR, OPEN_STATES
-from streams.errors import ConfigurationError, ServiceError, ServiceUnavailableError
 from streams.jsontext import dumps_text
 
-__all__ = [
-    "PENDING",
-    "AuditRow",
-    "Batch",
-    "ClockRow",
-    "Counts",
-    "Migration",
-    "Store",
-    "blocking_session",
-    "clock_row",
-    "is_transient",
-    "migrate",
-    "migrations",
-]
-
-#: The `clocks.state` of a referral whose `referral.received` has not arrived yet.
-PENDING: Final = "pending"
-
-# pg_advisory_lock key that serialises migrators (the ASCII of "crisiswa" as a bigint).
-MIGRATION_LOCK_KEY: Final = 0x6372697369737761
-# Seconds libpq waits for a connection before giving up, unless the URL says otherwise.
-CONNECT_TIMEOUT_SECONDS: Final = 10
-APPLICATION_NAME: Final = "crisiswatch"
-
-_MIGRATION_NAME: Final = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+__all__ = ["Store"]
 
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
-
-
-# -- batch values ------------------------------------------------------------------------------
-
-
-class AuditRow(NamedTuple):
-    """One accepted event for the audit log (`events`). (A NamedTuple: one per event, built
-    several times faster than a frozen dataclass.)"""
-
-    event_id: str
-    referral_id: str
-    type: str
-    event_time: int  # epoch seconds
-    source: str
-    kafka_partition: int | None
-    kafka_offset: int | None
-    # The scrubbed CloudEvent, unknown fields included; or its JSON text, as received
-    # (`Codec.decode_record` gives the text when nothing in it was replaced).
-    document: dict[str, Any] | str
-
-
-class ClockRow(NamedTuple):
-    """One referral's clock as the worker last judged it.
-
-    `outcome` None: no `referral.received` yet (stored as state `pending`). The CSDS columns
-    are derived from `outcome` and `state` by the store, under the store's `Rules`.
-    """
-
-    referral_id: str
-    kafka_partition: int | None
-    outcome: Outcome | None
-    state: dict[str, Any]  # Clock.to_state()
-    contacts: int
-    next_change_at: int | None  # epoch seconds; Clock.evaluate()'s next-change instant
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """What one worker transaction writes. `positions`: (topic, partition) -> next offset."""
-
-    events: list[AuditRow] = field(default_factory=list)
-    clocks: list[ClockRow] = field(default_factory=list)
-    positions: dict[tuple[str, int], int] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.events or self.clocks or self.positions)
-
-
-def clock_row(
-    clock: Clock, outcome: Outcome | None, next_change_at: int | None, partition: int | None
-) -> ClockRow:
-    """The row for a clock judged by `clock.evaluate()` (its outcome and next change)."""
-    return ClockRow(
-        clock.referral_id, partition, outcome, clock.to_state(), clock.contacts, next_change_at
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Counts:
-    """A summary for consoles: open clocks now, and today's 2-hour performance so far."""
-
-    open_clocks: dict[tuple[str, str], int]  # (region, live state) -> open clocks
-    pending: int  # referrals with events but no referral.received yet
-    stopped_today: int  # type-05 clocks stopped since local midnight
-    met_today: int
-
-    @property
-    def pct_met_today(self) -> float | None:
-        """% of today's stopped type-05 clocks that were met; None when none stopped."""
-        if not self.stopped_today:
-            return None
-        return 100.0 * self.met_today / self.stopped_today
-
-
-# -- migrations --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    name: str  # file name without `.sql`, e.g. "0001_initial"
-    sql: str
-
-
-def migrations() -> list[Migration]:
-    """The packaged migrations, in version order."""
-    found: dict[int, Migration] = {}
-    for entry in files("consumers.migrations").iterdir():
-        match = _MIGRATION_NAME.match(entry.name)
-        if match is None:
-            continue
-        version = int(match.group(1))
-        if version in found:
-            raise ConfigurationError(f"two migrations with version {version:04d}")
-        found[version] = Migration(version, entry.name[:-4], entry.read_text(encoding="utf-8"))
-    return [found[version] for version in sorted(found)]
-
-
-def migrate(url: str) -> list[str]:
-    """Bring the database at `url` to the latest schema; the names of the migrations applied.
-
-    Idempotent, and safe to run from several processes at once (advisory lock). Blocking: from
-    async code call it with `asyncio.to_thread`.
-    """
-    pending = migrations()
-    applied: list[str] = []
-    with _sync_connect(url) as conn, _wrapped("migrating the database"):
-        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
-        try:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version integer PRIMARY KEY,"
-                " name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-            for migration in pending:
-                if migration.version in done:
-                    continue
-                try:
-                    with conn.transaction():
-                        # No parameters: sent as a simple query, so a file may hold several
-                        # statements (and $$-quoted bodies, untouched by %-placeholders).
-                        conn.execute(migration.sql.encode("utf-8"))
-                        conn.execute(
-                            "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                            (migration.version, migration.name),
-                        )
-                except psycopg.Error as exc:
-                    raise _wrap(exc, f"migration {migration.name}") from exc
-                applied.append(migration.name)
-        finally:
-            if not conn.closed:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
-    return applied
-
-
-@contextmanager
-def blocking_session(url: str, what: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-    """A blocking connection for one-shot tools (exports), closed after; errors wrapped.
-
-    Autocommit, like every connection here: open a transaction explicitly (`conn.transaction()`,
-    with `conn.isolation_level` / `conn.read_only` set first for a consistent read-only view).
-    """
-    with _sync_connect(url) as conn, _wrapped(what):
-        yield conn
 
 
 # -- the store ---------------------------------------------------------------------------------
@@ -344,7 +172,7 @@ class Store:
         `rules` must be the worker's: they define `wait_nights` (local midnights) and
         `breach_at`. Raises `ServiceUnavailableError` if the server cannot be reached.
         """
-        conn = await _async_connect(url)
+        conn = await connect_async(url)
         return cls(conn, url, rules if rules is not None else Rules())
 
     async def close(self) -> None:
@@ -431,9 +259,9 @@ class Store:
         positions: list[tuple[tuple[str, int], int]],
     ) -> None:
         """`write`'s transaction, on the writer thread and its connection (reconnecting)."""
-        with _wrapped("writing a batch"):
+        with wrapped("writing a batch"):
             conn = self._writer_conn
-            if conn is None or _unusable(conn):
+            if conn is None or unusable(conn):
                 if conn is not None:
                     conn.close()
                 self._writer_conn = None
@@ -519,13 +347,13 @@ class Store:
     async def _session(self, what: str) -> AsyncIterator[Connection]:
         """The live connection (reconnecting if it was lost), psycopg errors wrapped."""
         async with self._lock:
-            if _unusable(self._conn):
+            if unusable(self._conn):
                 await self._conn.close()
-                self._conn = await _async_connect(self._url)
+                self._conn = await connect_async(self._url)
             try:
                 yield self._conn
             except psycopg.Error as exc:
-                raise _wrap(exc, what) from exc
+                raise wrap_error(exc, what) from exc
 
 
 # -- row building ------------------------------------------------------------------------------
@@ -615,151 +443,10 @@ def _epoch(instant: datetime | None) -> int | None:
     return int(instant.timestamp()) if instant is not None else None
 
 
-# -- connections and errors --------------------------------------------------------------------
-
-# SQLSTATEs worth a retry: the same statement may succeed on a fresh attempt or connection.
-_TRANSIENT_CLASSES: Final = frozenset(
-    {
-        "08",  # connection exception
-        "40",  # transaction rollback: serialization failure, deadlock, completion unknown
-        "53",  # insufficient resources: too many connections, out of memory
-        "57",  # operator intervention: admin/crash shutdown, cannot connect now, cancel
-        "58",  # system error (I/O) outside PostgreSQL
-    }
-)
-_TRANSIENT_STATES: Final = frozenset({"55P03"})  # lock_not_available (lock_timeout)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True if retrying the operation (on a new connection) may succeed.
-
-    Transient: connection refused or lost, server shutting down or starting, too many
-    connections, serialization failure, deadlock, lock or statement timeout. Permanent:
-    everything else (bad SQL, constraint violations, permissions, bad data). Accepts the
-    `ServiceError`s this module raises (judged by their psycopg cause) and raw psycopg errors.
-    """
-    if isinstance(exc, ServiceUnavailableError):
-        return True
-    seen = 0
-    while isinstance(exc, ServiceError) and exc.__cause__ is not None and seen < 5:
-        exc, seen = exc.__cause__, seen + 1
-    if isinstance(exc, psycopg.Error):
-        state = exc.sqlstate
-        if state is None:
-            # No server verdict: the client lost the connection (or never had one).
-            return isinstance(exc, psycopg.OperationalError)
-        return state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES
-    return isinstance(exc, ConnectionError | TimeoutError)
-
-
-def _unusable(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
-    """Whether an idle connection must be replaced before use: closed, broken, or the server
-    spoke on it, which it only does to end it (a restart or an administrator's termination,
-    then EOF). Checked before each use (one `select` with no wait), so the first statement
-    after PostgreSQL comes back does not fail on the old connection: it reconnects at once,
-    instead of through a retry with backoff."""
-    if conn.closed or conn.broken:
-        return True
-    try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    except (OSError, ValueError, psycopg.Error):
-        return True
-    return bool(readable)
-
-
-def _connect_options(url: str) -> dict[str, Any]:
-    try:
-        given = conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
-        raise ConfigurationError(
-            f"invalid PostgreSQL URL: {_redact(_first_line(str(exc)), url)}"
-        ) from exc
-    options: dict[str, Any] = {"autocommit": True}
-    if "connect_timeout" not in given:
-        options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
-    if "application_name" not in given:
-        options["application_name"] = APPLICATION_NAME
-    return options
-
-
-async def _async_connect(url: str) -> Connection:
-    options = _connect_options(url)
-    try:
-        # Reads only: the staging tables live on the writer's connection (`_writer_connect`).
-        conn = await psycopg.AsyncConnection.connect(url, **options)
-    except psycopg.Error as exc:
-        raise _unreachable(exc, url) from exc
-    return conn
-
-
 def _writer_connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
     """The writer thread's connection, with its staging tables."""
-    conn = _sync_connect(url)
-    with _wrapped("creating the staging tables"), conn.cursor() as cursor:
+    conn = connect_sync(url)
+    with wrapped("creating the staging tables"), conn.cursor() as cursor:
         for statement in _STAGING:
             cursor.execute(statement)
     return conn
-
-
-def _sync_connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
-    options = _connect_options(url)
-    try:
-        return psycopg.connect(url, **options)
-    except psycopg.Error as exc:
-        raise _unreachable(exc, url) from exc
-
-
-def _unreachable(exc: psycopg.Error, url: str) -> ServiceError:
-    detail = _redact(_first_line(str(exc)).removeprefix("connection failed: "), url)
-    return ServiceUnavailableError(f"cannot connect to PostgreSQL at {_where(url)}: {detail}")
-
-
-def _wrap(exc: psycopg.Error, what: str) -> ServiceError:
-    detail = _first_line(str(exc)) or type(exc).__name__
-    state = f" [{exc.sqlstate}]" if exc.sqlstate else ""
-    message = f"PostgreSQL error {what}: {detail}{state}"
-    if exc.sqlstate is None and isinstance(exc, psycopg.OperationalError):
-        return ServiceUnavailableError(message)
-    if exc.sqlstate is not None and (exc.sqlstate[:2] == "08" or exc.sqlstate[:3] == "57P"):
-        return ServiceUnavailableError(message)  # connection lost, server shutting down
-    return ServiceError(message)
-
-
-@contextmanager
-def _wrapped(what: str) -> Iterator[None]:
-    try:
-        yield
-    except psycopg.Error as exc:
-        raise _wrap(exc, what) from exc
-
-
-def _where(url: str) -> str:
-    """user@host:port/dbname of a connection string, never its password."""
-    try:
-        params = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "(unparsable URL)"
-    host = params.get("host") or params.get("hostaddr") or "localhost"
-    port = params.get("port") or "5432"
-    user = f"{params['user']}@" if params.get("user") else ""
-    dbname = params.get("dbname") or ""
-    return f"{user}{host}:{port}/{dbname}"
-
-
-def _redact(text: str, url: str) -> str:
-    """Remove any password of `url` (and anything password-like) from a message."""
-    try:
-        password = conninfo_to_dict(url).get("password")
-    except psycopg.ProgrammingError:
-        password = None
-    if password:
-        text = text.replace(str(password), "***")
-    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
-    return re.sub(r"(password\s*=\s*)\S+", r"\1***", text, flags=re.IGNORECASE)
-
-
-def _first_line(text: str) -> str:
-    for line in text.splitlines():
-        if line.strip():
-            return " ".join(line.split())
-    return ""

@@ -1,19 +1,17 @@
 """`crisiswatch dashboards build | push`: write the generated dashboards, or upload them.
 
-Registered on the `crisiswatch` group by `streams.cli` (`cli.add_command(dashboards)`);
-`python -m dashboards` runs the same group on its own.
+Registered on the `crisiswatch` group by `consumers.cli.main` (`cli.add_command(dashboards)`).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from streams.errors import ConfigurationError, CrisiswatchError, InputError
+from streams.errors import ConfigurationError, InputError
 
-__all__ = ["dashboards", "main"]
+__all__ = ["dashboards"]
 
 DEFAULT_OUT = Path("deploy/grafana/dashboards")
 
@@ -52,7 +50,7 @@ def build(out: Path, check: bool) -> None:
                 f"`crisiswatch dashboards build --out {out}`",
                 err=True,
             )
-            # SystemExit, not click's Exit: with standalone_mode=False (streams.cli.main)
+            # SystemExit, not click's Exit: with standalone_mode=False (consumers.cli.main.main)
             # click returns Exit's code instead of exiting, and the caller exits 0.
             raise SystemExit(1)
         return
@@ -104,18 +102,3 @@ def push(grafana_url: str, token: str | None, token_file: Path | None, folder: s
         f"to {grafana_url.rstrip('/')}",
         err=True,
     )
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m dashboards`: the group with crisiswatch's one-line errors and exit codes."""
-    try:
-        dashboards.main(args=argv, prog_name="python -m dashboards", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        click.echo(f"dashboards: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
-    except CrisiswatchError as exc:
-        click.echo(f"dashboards: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    sys.exit(0)

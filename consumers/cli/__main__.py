@@ -1,0 +1,5 @@
+"""`python -m consumers.cli ...`: the `crisiswatch` command without its console script."""
+
+from consumers.cli.main import main
+
+main()
