@@ -77,7 +77,10 @@ def simulated_file(
     """
     from streams import simulation
 
-    digest = hashlib.sha256(Path(simulation.__file__).read_bytes()).hexdigest()[:10]
+    sources = hashlib.sha256()
+    for module in sorted(Path(simulation.__file__).parent.glob("*.py")):
+        sources.update(module.read_bytes())
+    digest = sources.hexdigest()[:10]
     key = f"sim-v{_CACHE_VERSION}-{start:%Y%m%d}-{days:g}d-{events or 'all'}-s{seed}-{digest}"
     path = cache_dir() / f"{key}.ndjson"
     meta_path = path.with_suffix(".json")

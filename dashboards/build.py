@@ -3,7 +3,7 @@
     crisiswatch dashboards build --out deploy/grafana/dashboards
 
 One file per dashboard, `<uid>.json`: keys sorted, two-space indent, a final newline, no
-timestamps; `tests/test_dashboards.py` rebuilds and compares with the committed files.
+timestamps; `tests/integration/test_dashboards.py` rebuilds and compares with the committed files.
 """
 
 from __future__ import annotations

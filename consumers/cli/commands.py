@@ -326,7 +326,7 @@ def simulate(
     """Synthetic England-shaped referral events, to Kafka or to a file.
 
     Volumes, performance and recording habits follow the published 2024-25 national figures
-    (see streams/simulation.py); about 0.1% of lines are deliberately bad and are sent too, to
+    (see streams/simulation/); about 0.1% of lines are deliberately bad and are sent too, to
     exercise the dead-letter queue.
 
     In real time (the default for Kafka) each line is sent when its arrival time is due, the

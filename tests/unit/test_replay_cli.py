@@ -24,7 +24,7 @@ from streams.pseudonym import Pseudonymiser
 from streams.replay import replay, write_outcomes
 from tests.support import crisiswatch
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 GOLDEN = SHARED / "golden"
 EVENTS = GOLDEN / "events.ndjson"
 EXPECTED = GOLDEN / "expected_outcomes.csv"

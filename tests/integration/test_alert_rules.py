@@ -36,7 +36,7 @@ from streams import names as metric_names
 from streams.geography import regions
 from tests.support import Webhook, binary, stop_process
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy/prometheus/rules/crisiswatch.rules.yml"
 RULES_TEST = REPO / "deploy/prometheus/rules/crisiswatch.rules.test.yml"
 CALENDAR_TEST = REPO / "deploy/prometheus/rules/crisiswatch.calendar.test.yml"
@@ -120,7 +120,16 @@ def test_render_is_deterministic() -> None:
 def test_rules_build_kubernetes_writes_the_committed_manifest(tmp_path: Path) -> None:
     out = tmp_path / "k8s" / "prometheusrule.yaml"
     subprocess.run(
-        [sys.executable, "-m", "consumers.cli", "rules", "build", "--kubernetes", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "consumers.cli",
+            "rules",
+            "build",
+            "--kubernetes",
+            "--out",
+            str(out),
+        ],
         check=True,
         cwd=REPO,
     )

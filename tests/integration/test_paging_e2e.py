@@ -36,7 +36,7 @@ from tests.support import (
     wait_for,
 )
 from tests.test_alert_rules import ALERTMANAGER_DIR, RECEIVERS
-from tests.test_worker import Worker, event
+from tests.integration.test_worker import Worker, event
 
 pytestmark = pytest.mark.integration
 

@@ -49,7 +49,7 @@ from streams.engine.event import (
 )
 from streams.pseudonym import Pseudonymiser
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 GOLDEN_EVENTS = SHARED / "golden" / "events.ndjson"
 GOLDEN_BAD_LINE = 6  # the golden README: exactly one line is not JSON
 

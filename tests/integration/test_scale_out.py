@@ -35,7 +35,7 @@ from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from streams.pseudonym import Pseudonymiser
 from streams.simulation import SimulationConfig, simulate
 from tests.support import crisiswatch, wait_for
-from tests.test_worker import audit_ids, clock_rows, latest_outcomes, read_topic
+from tests.integration.test_worker import audit_ids, clock_rows, latest_outcomes, read_topic
 
 pytestmark = pytest.mark.integration
 

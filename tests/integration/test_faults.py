@@ -68,8 +68,8 @@ from streams.pseudonym import Pseudonymiser
 from streams.settings import RulesSettings
 from streams.simulation import SimulationConfig, simulate
 from tests.support import crisiswatch, wait_for
-from tests.test_scale_out import KEY
-from tests.test_worker import Worker, latest_outcomes, read_topic
+from tests.integration.test_scale_out import KEY
+from tests.integration.test_worker import Worker, latest_outcomes, read_topic
 
 pytestmark = pytest.mark.integration
 

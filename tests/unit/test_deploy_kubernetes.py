@@ -17,7 +17,7 @@ import yaml
 from dashboards import k8s_rules
 from dashboards.alert_rules import rule_groups
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.30.0"  # spec.timeZone of the export CronJob needs 1.27+
 

@@ -45,7 +45,7 @@ from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from streams.simulation import SimulationConfig, simulate
 from tests.conftest import REPO
 from tests.support import get_json, produce, ready, start_prometheus, stop_process, wait_for
-from tests.test_worker import Worker
+from tests.integration.test_worker import Worker
 
 DASHBOARD_DIR = REPO / "deploy" / "grafana" / "dashboards"
 PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"

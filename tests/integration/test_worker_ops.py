@@ -21,7 +21,7 @@ from consumers.observe.logs import JsonFormatter, configure_logging
 from consumers.store import migrate
 from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from tests.support import crisiswatch, produce, wait_for
-from tests.test_worker import (
+from tests.integration.test_worker import (
     PARTITIONS,
     as_row,
     audit_ids,

@@ -53,7 +53,7 @@ from streams.simulation import SimulatedLine, SimulationConfig, simulate
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts" / "export"  # ignored by git (/artifacts/)
 LONDON = ZoneInfo("Europe/London")
 RULES = Rules()

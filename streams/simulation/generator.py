@@ -1,203 +1,95 @@
-"""Synthetic referral events shaped like England's 2024-25 urgent community response.
+"""The event generator: referrals planned from the profile, emitted lazily with noise.
 
-The simulator writes CloudEvents 1.0 JSON lines (CONTRACT section 1) for made-up referrals
-whose volumes, performance and recording habits look like the published national figures in
-``streams/data`` (NHS England 2-hour UCR workbook, 2024-25). No patient-level data is used or
-produced: every identifier is synthetic.
-
-Model
------
-* **Arrivals.** Referral receipts form a Poisson process in *event time* (exponential gaps),
-  with a piecewise-constant rate per UTC hour: England's published type-05 rate for that
-  calendar month (``england_monthly_2024_25.csv``), times a weekday/weekend factor and a
-  time-of-day profile (busy 08:00-20:00 Europe/London, quiet at night), both normalised to
-  mean 1 so the long-run mean is unchanged. The total rate is scaled up so that the referrals
-  which end up as type-05 clocks (UCR, subject to the standard, not cancelled) arrive at the
-  published rate; reablement, excluded and cancelled referrals come on top. ``speed``
-  multiplies that rate (speed 1 = England in real time, about 70,000 type-05 referrals a
-  month, roughly 100 an hour).
-* **Geography.** Each receipt picks an ICB in proportion to its published mean monthly
-  referrals (``icbs.csv``), then one of the ICB's 2-6 synthetic providers. Provider codes
-  ("R" + two alphanumerics) are derived from the ICB code alone, so they are the same in every
-  run whatever the seed. About 3% of referrals omit ``icb`` and ``region`` (they count under
-  region ``unknown``), most omit ``region`` (derived from ``icb`` downstream), some send it.
-* **Pathway and triage.** ``reablement_share`` of referrals arrive on the 2-day reablement
-  pathway, the rest on 2-hour UCR. About 75% get a ``referral.triaged`` event minutes after
-  receipt; 3% of UCR referrals are triaged as not subject to the standard (type 07, with an
-  exclusion reason), 2% are moved to the other pathway. 2.5% are cancelled, usually soon after
-  receipt, and then get no contacts.
-* **Response.** For a UCR referral the first *attended face-to-face* contact (the clock stop,
-  STANDARDS R2) comes 10 minutes plus a lognormal delay after receipt. The lognormal's median
-  is solved per provider so that the share within 2 hours equals the provider's target; the
-  targets of an ICB's providers scatter around the ICB's published mean monthly % and average
-  back to it, weighted by volume. Reablement visits fall on a local day 0-5 days after receipt
-  (80% within two days, STANDARDS R5) between 08:00 and 18:00. Around the stop come
-  telephone/video contacts (often before the visit), some did-not-attend visits and follow-ups,
-  about 2.3 contacts per referral in all, like the published contacts/referrals ratio. About
-  1% of referrals are never visited (their clocks stay open and breach).
-* **Recording.** Each event has an *arrival* time (when the source system sends it) at or after
-  its event ``time``. Receipts, triages and cancellations are sent within seconds to minutes;
-  most contacts within minutes, but ``late_contact_share`` of them 30 minutes to several
-  hours late, so live monitors see provisional breaches later withdrawn (STANDARDS R7).
-* **Noise.** ``duplicate_rate`` of events are sent twice (same bytes, same id, a little
-  later); ``bad_rate`` of all lines are deliberately invalid (not JSON, unknown type, missing
-  field, bad time, wrong value types). ``nhs_number_rate`` of referrals carry a valid-looking
-  NHS number as ``patient_ref`` (from the 999 range, which is never issued to patients) so that
-  downstream scrubbing is exercised. Times are RFC 3339 UTC with ``Z`` in whole seconds, a few
-  with the ``+01:00`` offset during British Summer Time.
-
-Output is produced lazily in arrival order. Events of a referral are planned when it is
-received and wait in a heap keyed by arrival time; anything that arrives no later than the
-next receipt can be emitted, since every later event arrives after its own referral's receipt.
-Memory is therefore bounded by rate x the span of one referral's events (a few days), not by
-the duration. The same config gives byte-identical output.
+``simulate`` runs a ``_Simulator``: Poisson receipts (``_receipts``), each referral's events
+planned at receipt (``_referral``) into a heap keyed by arrival time, and emission in arrival
+order (``_emit``) with duplicates and deliberately bad lines mixed in. See the package
+docstring for the model.
 """
 
 from __future__ import annotations
 
-import csv
 import heapq
 import json
-import math
 import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
-from importlib.resources import files
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Final, Generic, TypeVar
-from zoneinfo import ZoneInfo
 
-__all__ = [
-    "IcbProfile",
-    "ProviderProfile",
-    "SimulatedLine",
-    "SimulationConfig",
-    "icb_profiles",
-    "simulate",
-    "valid_nhs_number",
-    "write_ndjson",
-]
+from streams.engine.event import (
+    CANCELLED,
+    CONTACT,
+    EVENT_TYPES,
+    FACE_TO_FACE,
+    REABLEMENT_2D,
+    RECEIVED,
+    TRIAGED,
+    UCR_2H,
+)
+from streams.pseudonym import is_nhs_number
+from streams.simulation.profile import (
+    _CALL_ANSWERED,
+    _CANCEL_REASONS,
+    _CANCEL_SHARE,
+    _DECISION_DELAY_MEAN_S,
+    _DNA_BEFORE_VISIT_SHARE,
+    _DUPLICATE_DELAY_MAX_S,
+    _EPOCH_ORDINAL,
+    _EXCLUDED_MIN_S,
+    _EXCLUDED_MU,
+    _EXCLUDED_SHARE,
+    _EXCLUDED_SIGMA,
+    _EXCLUSION_REASONS,
+    _EXPLICIT_REGION_SHARE,
+    _FOLLOW_UP_ATTENDED,
+    _LATE_CONTACT_CAP_S,
+    _LATE_CONTACT_MEAN_S,
+    _LATE_CONTACT_MIN_S,
+    _LOCAL_OFFSET_SHARE,
+    _NEVER_VISITED_SHARE,
+    _NO_ICB_SHARE,
+    _NO_PATIENT_REF_SHARE,
+    _PROMPT_CONTACT_CAP_S,
+    _PROMPT_CONTACT_MEAN_S,
+    _REABLEMENT_CONDITIONS,
+    _REABLEMENT_DAY_WEIGHTS,
+    _REABLEMENT_FOLLOW_UPS,
+    _REABLEMENT_PRE_CALLS,
+    _REABLEMENT_SOURCES,
+    _RECEIPT_DELAY_MEAN_S,
+    _RETRIAGE_SHARE,
+    _SECONDS_PER_DAY,
+    _UCR_CONDITIONS,
+    _UCR_FOLLOW_UPS,
+    _UCR_MIN_RESPONSE_S,
+    _UCR_PRE_CALLS,
+    _UCR_SIGMA,
+    _UCR_SOURCES,
+    _VISIT_DAY_END_S,
+    _VISIT_DAY_START_S,
+    LONDON,
+    SimulationConfig,
+    _day_factors,
+    _hour_factors,
+    _monthly_type05_per_second,
+    _plain_triage_share,
+    _rate_scale,
+    icb_profiles,
+)
 
-LONDON: Final = ZoneInfo("Europe/London")
 _T = TypeVar("_T")
 
-_SECONDS_PER_DAY: Final = 86_400
-_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
 _JSON_SEPARATORS: Final = (",", ":")
 # Same output as json.dumps(obj, separators=_JSON_SEPARATORS), without the per-call set-up.
 _ENCODE: Final = json.JSONEncoder(separators=_JSON_SEPARATORS).encode
 
-# Shares of referrals (fractions of all referrals unless said otherwise).
-_CANCEL_SHARE: Final = 0.025
-_EXCLUDED_SHARE: Final = 0.03  # of UCR referrals: triaged not subject to the standard (type 07)
-_RETRIAGE_SHARE: Final = 0.02  # moved to the other pathway at triage
-_TRIAGED_SHARE: Final = 0.75  # get any referral.triaged event
-_NEVER_VISITED_SHARE: Final = 0.01  # no attended face-to-face contact at all
-_NO_ICB_SHARE: Final = 0.03  # omit icb and region: region "unknown"
-_EXPLICIT_REGION_SHARE: Final = 0.15  # of referrals with an icb: also send region
-_NO_PATIENT_REF_SHARE: Final = 0.08
-_LOCAL_OFFSET_SHARE: Final = 0.05  # of BST times written with +01:00 rather than Z
-
-# UCR response: first attended face-to-face = receipt + minimum + lognormal (seconds).
-_UCR_MIN_RESPONSE_S: Final = 600.0  # travel and preparation, 10 minutes
-_UCR_SIGMA: Final = 0.75  # lognormal shape, fixed; the median is solved per provider
-_TWO_HOURS_S: Final = 7200.0
-# Excluded (type 07) referrals: visited later by design, 90 min + lognormal (median 4 h).
-_EXCLUDED_MIN_S: Final = 5400.0
-_EXCLUDED_MU: Final = math.log(4 * 3600.0)
-_EXCLUDED_SIGMA: Final = 0.7
-# Reablement first visit: local days after the receipt's local date (80% within two days).
-_REABLEMENT_DAY_WEIGHTS: Final = (0.22, 0.36, 0.22, 0.12, 0.05, 0.03)
-_VISIT_DAY_START_S: Final = 8 * 3600  # local visiting hours 08:00-18:00
-_VISIT_DAY_END_S: Final = 18 * 3600
-
-# Contacts other than the first visit (counts by probability; means chosen for ~2.3 a referral).
-_UCR_PRE_CALLS: Final = ((0, 0.62), (1, 0.33), (2, 0.05))
-_REABLEMENT_PRE_CALLS: Final = ((0, 0.40), (1, 0.55), (2, 0.05))
-_DNA_BEFORE_VISIT_SHARE: Final = 0.04  # a face-to-face visit with nobody in, before the stop
-_UCR_FOLLOW_UPS: Final = ((0, 0.54), (1, 0.26), (2, 0.11), (3, 0.06), (4, 0.03))
-_REABLEMENT_FOLLOW_UPS: Final = ((0, 0.20), (1, 0.25), (2, 0.25), (3, 0.15), (4, 0.10), (5, 0.05))
-_FOLLOW_UP_ATTENDED: Final = 0.95
-_CALL_ANSWERED: Final = 0.95
-
-# Recording delays, seconds (exponential means and caps).
-_RECEIPT_DELAY_MEAN_S: Final = 20.0
-_DECISION_DELAY_MEAN_S: Final = 60.0
-_PROMPT_CONTACT_MEAN_S: Final = 180.0
-_PROMPT_CONTACT_CAP_S: Final = 1500.0  # prompt means under 25 min, late means 30 min or more
-_LATE_CONTACT_MIN_S: Final = 1800.0
-_LATE_CONTACT_MEAN_S: Final = 5400.0  # beyond the minimum
-_LATE_CONTACT_CAP_S: Final = 10 * 3600.0
-_DUPLICATE_DELAY_MAX_S: Final = 600.0
-
-# Local hour-of-day profile of receipts (relative; normalised to mean 1 below).
-_HOUR_WEIGHTS: Final = (
-    0.25, 0.20, 0.20, 0.20, 0.20, 0.25, 0.40, 0.70,  # 00-07
-    1.20, 1.60, 1.75, 1.75, 1.65, 1.60, 1.60, 1.55,  # 08-15
-    1.50, 1.35, 1.15, 1.00, 0.80, 0.60, 0.45, 0.35,  # 16-23
-)  # fmt: skip
-_WEEKEND_RELATIVE: Final = 0.80  # a weekend day has 80% of a weekday's referrals
-
-_UCR_SOURCES: Final = (
-    ("gp", 0.28),
-    ("111", 0.10),
-    ("999", 0.14),
-    ("care_home", 0.12),
-    ("self_carer", 0.14),
-    ("social_care", 0.08),
-    ("community_nursing", 0.08),
-    ("other", 0.06),
-)
-_REABLEMENT_SOURCES: Final = (
-    ("gp", 0.35),
-    ("social_care", 0.35),
-    ("self_carer", 0.15),
-    ("community_nursing", 0.10),
-    ("other", 0.05),
-)
-_UCR_CONDITIONS: Final = (
-    ("falls", 0.26),
-    ("frailty_deterioration", 0.16),
-    ("reduced_function", 0.12),
-    ("urinary_tract_infection", 0.09),
-    ("confusion_delirium", 0.08),
-    ("catheter_care", 0.07),
-    ("respiratory", 0.07),
-    ("palliative_end_of_life", 0.06),
-    ("diabetes", 0.03),
-    ("other", 0.06),
-)
-_REABLEMENT_CONDITIONS: Final = (
-    ("reduced_function", 0.45),
-    ("falls", 0.20),
-    ("frailty_deterioration", 0.20),
-    ("other", 0.15),
-)
-_EXCLUSION_REASONS: Final = (
-    ("patient_requested_later", 0.45),
-    ("clinically_appropriate_later", 0.45),
-    ("other", 0.10),
-)
-_CANCEL_REASONS: Final = (
-    ("duplicate", 0.35),
-    ("rejected", 0.20),
-    ("not_appropriate", 0.30),
-    ("withdrawn", 0.15),
-)
-
-_UCR: Final = "ucr_2h"
-_REABLEMENT: Final = "reablement_2d"
-_F2F: Final = "face_to_face"
-
-# Heap item kinds.
-_RECEIVED: Final = 0
-_TRIAGED: Final = 1
-_CONTACT: Final = 2
-_CANCELLED: Final = 3
-_RAW: Final = 4
-_TYPES: Final = ("referral.received", "referral.triaged", "referral.contact", "referral.cancelled")
+# Heap item kinds: the first four index the engine's EVENT_TYPES; _KIND_RAW is a finished line.
+_KIND_RECEIVED: Final = EVENT_TYPES.index(RECEIVED)
+_KIND_TRIAGED: Final = EVENT_TYPES.index(TRIAGED)
+_KIND_CONTACT: Final = EVENT_TYPES.index(CONTACT)
+_KIND_CANCELLED: Final = EVENT_TYPES.index(CANCELLED)
+_KIND_RAW: Final = len(EVENT_TYPES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,172 +102,19 @@ class SimulatedLine:
     valid: bool  # False for deliberately bad lines
 
 
-@dataclass(frozen=True, slots=True)
-class SimulationConfig:
-    """What to simulate. Rates are fractions (0.002 = 0.2%)."""
-
-    start: datetime  # tz-aware; first possible referral receipt
-    duration: timedelta  # of event time for referral receipts
-    speed: float = 1.0  # multiple of England's real referral rate
-    seed: int = 0
-    reablement_share: float = 0.10
-    duplicate_rate: float = 0.002
-    bad_rate: float = 0.001
-    nhs_number_rate: float = 0.005
-    late_contact_share: float = 0.15
-
-    def __post_init__(self) -> None:
-        if self.start.tzinfo is None or self.start.utcoffset() is None:
-            raise ValueError("start must be timezone-aware")
-        if self.duration <= timedelta(0):
-            raise ValueError("duration must be positive")
-        if not (self.speed > 0 and math.isfinite(self.speed)):
-            raise ValueError("speed must be a positive number")
-        if not 0.0 <= self.reablement_share <= 0.9:
-            raise ValueError("reablement_share must be between 0 and 0.9")
-        for name in ("duplicate_rate", "bad_rate", "nhs_number_rate", "late_contact_share"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be at least 0 and below 1")
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderProfile:
-    """A synthetic provider: ODS-like code, share of its ICB's referrals, 2-hour target."""
-
-    code: str
-    icb: str
-    region: str
-    share: float  # of its ICB's referrals
-    pct_within_2h: float  # target % of UCR first visits within 2 hours
-    mu: float  # log-seconds median of the lognormal part of the UCR response
-
-
-@dataclass(frozen=True, slots=True)
-class IcbProfile:
-    """An ICB as the simulator sees it (from ``icbs.csv``)."""
-
-    code: str
-    region: str
-    mean_referrals_per_month: float
-    pct_within_2h: float
-    providers: tuple[ProviderProfile, ...]
-
-
-def _norm_ppf(p: float) -> float:
-    """Inverse of the standard normal CDF (bisection on erf; only used at start-up)."""
-    lo, hi = -10.0, 10.0
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        if 0.5 * (1.0 + math.erf(mid / math.sqrt(2.0))) < p:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
-def _ucr_mu(pct: float) -> float:
-    """Lognormal mu so that P(min + LN(mu, sigma) <= 2 h) = pct / 100."""
-    z = _norm_ppf(pct / 100.0)
-    return math.log(_TWO_HOURS_S - _UCR_MIN_RESPONSE_S) - _UCR_SIGMA * z
-
-
-def _read_csv(name: str) -> list[dict[str, str]]:
-    text = (files("streams") / "data" / name).read_text(encoding="utf-8")
-    return list(csv.DictReader(text.splitlines()))
-
-
-_PROVIDER_ALPHABET: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_PROVIDER_SPREAD_POINTS: Final = 4.0  # provider targets scatter up to +-4 points around the ICB
-
-
-@lru_cache(maxsize=1)
-def icb_profiles() -> tuple[IcbProfile, ...]:
-    """The 42 ICBs with their synthetic providers, identical in every run (sorted by code).
-
-    Provider codes and shares come from a generator seeded with the ICB code only; ICBs are
-    visited in code order so that a code already taken by another ICB is deterministically
-    skipped.
-    """
-    rows = sorted(_read_csv("icbs.csv"), key=lambda row: row["icb_code"])
-    taken: set[str] = set()
-    out: list[IcbProfile] = []
-    for row in rows:
-        icb = row["icb_code"]
-        region = row["region_code"]
-        pct = float(row["mean_pct_within_2h"])
-        rng = random.Random(f"crisiswatch-providers:{icb}")
-        wanted = rng.randint(2, 6)
-        codes: list[str] = []
-        while len(codes) < wanted:
-            code = "R" + rng.choice(_PROVIDER_ALPHABET) + rng.choice(_PROVIDER_ALPHABET)
-            if code not in taken:
-                taken.add(code)
-                codes.append(code)
-        raw = [rng.uniform(0.3, 1.0) for _ in codes]
-        shares = [w / sum(raw) for w in raw]
-        offsets = [rng.uniform(-1.0, 1.0) for _ in codes]
-        centre = sum(s * d for s, d in zip(shares, offsets, strict=True))
-        centred = [d - centre for d in offsets]
-        widest = max(abs(d) for d in centred) or 1.0
-        spread = min(_PROVIDER_SPREAD_POINTS, 99.0 - pct, pct - 40.0) / widest
-        providers = tuple(
-            ProviderProfile(
-                code=code,
-                icb=icb,
-                region=region,
-                share=share,
-                pct_within_2h=pct + spread * d,
-                mu=_ucr_mu(pct + spread * d),
-            )
-            for code, share, d in zip(codes, shares, centred, strict=True)
-        )
-        out.append(
-            IcbProfile(
-                code=icb,
-                region=region,
-                mean_referrals_per_month=float(row["mean_referrals_per_month"]),
-                pct_within_2h=pct,
-                providers=providers,
-            )
-        )
-    return tuple(out)
-
-
-@lru_cache(maxsize=1)
-def _monthly_type05_per_second() -> tuple[float, ...]:
-    """Published type-05 referrals a second for each calendar month (index 0 = January)."""
-    rates = [0.0] * 12
-    for row in _read_csv("england_monthly_2024_25.csv"):
-        year, month = (int(part) for part in row["month"].split("-"))
-        following = date(year + month // 12, month % 12 + 1, 1)
-        days = (following - date(year, month, 1)).days
-        rates[month - 1] = int(row["referrals_type05"]) / (days * _SECONDS_PER_DAY)
-    return tuple(rates)
-
-
-def _nhs_check_digit(nine: str) -> int | None:
-    """Modulus 11 check digit of nine digits, or None when the number cannot be valid."""
-    total = sum(int(digit) * weight for digit, weight in zip(nine, range(10, 1, -1), strict=True))
-    check = 11 - total % 11
-    if check == 11:
-        return 0
-    if check == 10:
-        return None
-    return check
-
-
 def valid_nhs_number(rng: random.Random) -> str:
     """A 10-digit number with a valid modulus 11 check digit, from the 999 test range.
 
     Numbers starting 999 pass every format check but are never issued to patients, so the
     simulator can exercise downstream scrubbing without ever producing a real person's number.
+    Nine digits are drawn until some check digit makes them valid (none does for about one in
+    eleven draws); the validity rule is ``streams.pseudonym.is_nhs_number``.
     """
     while True:
         nine = "999" + f"{rng.randrange(1_000_000):06d}"
-        check = _nhs_check_digit(nine)
-        if check is not None:
-            return nine + str(check)
+        for check in "0123456789":
+            if is_nhs_number(nine + check):
+                return nine + check
 
 
 def _cumulative(pairs: Sequence[tuple[object, float]]) -> list[float]:
@@ -448,7 +187,7 @@ class _Clock:
 
 # A pending event: (arrival epoch seconds, tie-break sequence, kind, event time, (referral id,
 # source), payload). The payload is the data object (received, triaged), (contact_id, mode,
-# attended) for a contact, the reason for a cancellation, or a finished line (_RAW).
+# attended) for a contact, the reason for a cancellation, or a finished line (_KIND_RAW).
 _Payload = dict[str, object] | tuple[str, str, bool] | str | SimulatedLine
 _Ref = tuple[str, str]  # referral id, CloudEvents source; one tuple shared by its events
 _Item = tuple[float, int, int, int, _Ref, _Payload]
@@ -476,19 +215,10 @@ class _Simulator:
         self.providers = providers
         self.provider_cum = _cumulative([(p, w) for p, w in zip(providers, weights, strict=True)])
 
-        r = config.reablement_share
-        type05_fraction = (1 - _CANCEL_SHARE) * (
-            (1 - r) * (1 - _EXCLUDED_SHARE - _RETRIAGE_SHARE) + r * _RETRIAGE_SHARE
-        )
-        self.rate_scale = config.speed / type05_fraction
-        special = (1 - r) * (_EXCLUDED_SHARE + _RETRIAGE_SHARE) + r * _RETRIAGE_SHARE
-        # Triage probability for a plain referral so that ~75% of all referrals are triaged.
-        plain = (_TRIAGED_SHARE / (1 - _CANCEL_SHARE) - special) / (1 - special)
-        self.plain_triage_share = min(1.0, max(0.0, plain))
-        mean_weight = sum(_HOUR_WEIGHTS) / len(_HOUR_WEIGHTS)
-        self.hour_factor = [w / mean_weight for w in _HOUR_WEIGHTS]
-        weekday = 7 / (5 + 2 * _WEEKEND_RELATIVE)
-        self.day_factor = [weekday] * 5 + [weekday * _WEEKEND_RELATIVE] * 2
+        self.rate_scale = _rate_scale(config)
+        self.plain_triage_share = _plain_triage_share(config)
+        self.hour_factor = _hour_factors()
+        self.day_factor = _day_factors()
 
         rng = self.rng
         self.ucr_source = _Picker(rng, _UCR_SOURCES)
@@ -575,7 +305,7 @@ class _Simulator:
             rng.choices(range(len(self.providers)), cum_weights=self.provider_cum)[0]
         ]
         ref = (rid, f"urn:nhs:ods:{provider.code}")
-        pathway = _REABLEMENT if random_() < self.config.reablement_share else _UCR
+        pathway = REABLEMENT_2D if random_() < self.config.reablement_share else UCR_2H
 
         data: dict[str, object] = {"referral_id": rid, "pathway": pathway}
         data["provider"] = provider.code
@@ -584,17 +314,17 @@ class _Simulator:
             if random_() < _EXPLICIT_REGION_SHARE:
                 data["region"] = provider.region
         if random_() < 0.9:
-            pick = self.ucr_source if pathway == _UCR else self.reablement_source
+            pick = self.ucr_source if pathway == UCR_2H else self.reablement_source
             data["referral_source"] = pick()
         if random_() < 0.85:
-            pick = self.ucr_condition if pathway == _UCR else self.reablement_condition
+            pick = self.ucr_condition if pathway == UCR_2H else self.reablement_condition
             data["condition"] = pick()
         if random_() < self.config.nhs_number_rate:
             data["patient_ref"] = valid_nhs_number(rng)
         elif random_() >= _NO_PATIENT_REF_SHARE:
             data["patient_ref"] = f"p-{rng.getrandbits(64):016x}"
         arrival = received + min(rng.expovariate(1 / _RECEIPT_DELAY_MEAN_S), 600.0)
-        self._push(arrival, _RECEIVED, received, ref, data)
+        self._push(arrival, _KIND_RECEIVED, received, ref, data)
 
         if random_() < _CANCEL_SHARE:
             if random_() < 0.8:
@@ -602,7 +332,7 @@ class _Simulator:
             else:
                 at = received + int(rng.uniform(3600, 12 * 3600))
             arrival = at + rng.expovariate(1 / _DECISION_DELAY_MEAN_S)
-            self._push(arrival, _CANCELLED, at, ref, self.cancel_reason())
+            self._push(arrival, _KIND_CANCELLED, at, ref, self.cancel_reason())
             return
 
         # Triage: exclusion (UCR only), a pathway change, or a plain acceptance.
@@ -610,15 +340,15 @@ class _Simulator:
         triage: dict[str, object] | None = None
         excluded = False
         u = random_()
-        if pathway == _UCR and u < _EXCLUDED_SHARE:
+        if pathway == UCR_2H and u < _EXCLUDED_SHARE:
             excluded = True
             triage = {
                 "referral_id": rid,
                 "subject_to_standard": False,
                 "exclusion_reason": self.exclusion_reason(),
             }
-        elif (u - _EXCLUDED_SHARE if pathway == _UCR else u) < _RETRIAGE_SHARE:
-            final = _REABLEMENT if pathway == _UCR else _UCR
+        elif (u - _EXCLUDED_SHARE if pathway == UCR_2H else u) < _RETRIAGE_SHARE:
+            final = REABLEMENT_2D if pathway == UCR_2H else UCR_2H
             triage = {"referral_id": rid, "pathway": final}
             if random_() < 0.5:
                 triage["subject_to_standard"] = True
@@ -627,17 +357,17 @@ class _Simulator:
             if random_() < 0.7:
                 triage["subject_to_standard"] = True
         if triage is not None:
-            if pathway == _UCR:
+            if pathway == UCR_2H:
                 at = received + 60 + int(rng.expovariate(1 / 480))
             else:
                 at = received + 600 + int(rng.expovariate(1 / 7200))
             arrival = at + rng.expovariate(1 / _DECISION_DELAY_MEAN_S)
-            self._push(arrival, _TRIAGED, at, ref, triage)
+            self._push(arrival, _KIND_TRIAGED, at, ref, triage)
 
         # The clock stop: first attended face-to-face contact (None: never visited).
         visit: int | None = None
         if random_() >= _NEVER_VISITED_SHARE:
-            if final == _REABLEMENT:
+            if final == REABLEMENT_2D:
                 visit = self._reablement_visit(received)
             elif excluded:
                 delay = _EXCLUDED_MIN_S + rng.lognormvariate(_EXCLUDED_MU, _EXCLUDED_SIGMA)
@@ -648,40 +378,40 @@ class _Simulator:
 
         contacts: list[tuple[int, str, bool]] = []
         horizon = visit if visit is not None else received + 4 * 3600
-        calls = self.ucr_pre_calls() if final == _UCR else self.reablement_pre_calls()
+        calls = self.ucr_pre_calls() if final == UCR_2H else self.reablement_pre_calls()
         if horizon - received > 240:
             for _ in range(calls):
                 at = int(rng.uniform(received + 60, horizon - 60))
                 mode = "telephone" if random_() < 0.85 else "video"
                 contacts.append((at, mode, random_() < _CALL_ANSWERED))
         if (visit is None or random_() < _DNA_BEFORE_VISIT_SHARE) and horizon - received > 1800:
-            contacts.append((int(rng.uniform(received + 1200, horizon - 600)), _F2F, False))
+            contacts.append((int(rng.uniform(received + 1200, horizon - 600)), FACE_TO_FACE, False))
         if visit is not None:
-            contacts.append((visit, _F2F, True))
+            contacts.append((visit, FACE_TO_FACE, True))
             at = visit
-            if final == _UCR:
+            if final == UCR_2H:
                 for _ in range(self.ucr_follow_ups()):
                     at += int(rng.uniform(3600, 20 * 3600))
                     u = random_()
-                    mode = _F2F if u < 0.70 else "telephone" if u < 0.95 else "video"
+                    mode = FACE_TO_FACE if u < 0.70 else "telephone" if u < 0.95 else "video"
                     contacts.append((at, mode, random_() < _FOLLOW_UP_ATTENDED))
             else:
                 for _ in range(self.reablement_follow_ups()):
                     at += int(rng.uniform(18 * 3600, 30 * 3600))
-                    contacts.append((at, _F2F, random_() < _FOLLOW_UP_ATTENDED))
+                    contacts.append((at, FACE_TO_FACE, random_() < _FOLLOW_UP_ATTENDED))
         contacts.sort()
         for number, (at, mode, attended) in enumerate(contacts, 1):
             payload = (f"{rid}-C{number}", mode, attended)
-            self._push(self._contact_arrival(at), _CONTACT, at, ref, payload)
+            self._push(self._contact_arrival(at), _KIND_CONTACT, at, ref, payload)
 
     # -- emission ---------------------------------------------------------------------------
 
     def _event(self, kind: int, t: int, ref: _Ref, p: _Payload) -> dict[str, object]:
         rid, source = ref
-        if kind in (_RECEIVED, _TRIAGED):
+        if kind in (_KIND_RECEIVED, _KIND_TRIAGED):
             assert isinstance(p, dict)
             data = p
-        elif kind == _CONTACT:
+        elif kind == _KIND_CONTACT:
             assert isinstance(p, tuple)
             contact_id, mode, attended = p
             data = {"referral_id": rid, "contact_id": contact_id, "mode": mode}
@@ -694,7 +424,7 @@ class _Simulator:
             "specversion": "1.0",
             "id": f"sim-{self.seed}-{self.event_number}",
             "source": source,
-            "type": _TYPES[kind],
+            "type": EVENT_TYPES[kind],
             "time": self.clock.format(t, local),
             "datacontenttype": "application/json",
             "data": data,
@@ -702,7 +432,7 @@ class _Simulator:
 
     def _emit(self, item: _Item) -> SimulatedLine:
         arrival, _, kind, t, ref, payload = item
-        if kind == _RAW:
+        if kind == _KIND_RAW:
             assert isinstance(payload, SimulatedLine)
             return payload
         event = self._event(kind, t, ref, payload)
@@ -714,13 +444,13 @@ class _Simulator:
         if noise.random() < config.duplicate_rate:
             again = arrival + noise.uniform(1.0, _DUPLICATE_DELAY_MAX_S)
             copy = SimulatedLine(datetime.fromtimestamp(again, tz=UTC), rid, line, True)
-            self._push(again, _RAW, t, ref, copy)
+            self._push(again, _KIND_RAW, t, ref, copy)
         # Extra bad lines, so that bad_rate is their share of all lines.
         if noise.random() < config.bad_rate / (1.0 - config.bad_rate):
             later = arrival + noise.uniform(0.0, 60.0)
             text, key = self._bad(event, line)
             bad = SimulatedLine(datetime.fromtimestamp(later, tz=UTC), key, text, False)
-            self._push(later, _RAW, t, ref, bad)
+            self._push(later, _KIND_RAW, t, ref, bad)
         return out
 
     def _bad(self, event: dict[str, object], line: str) -> tuple[str, str | None]:
@@ -778,6 +508,9 @@ class _Simulator:
             yield emit(pop(heap))
 
 
+# -- noise: material for deliberately invalid lines ------------------------------------
+
+# Whole lines that are not JSON objects at all.
 _GARBAGE: Final = (
     "<html><body>502 Bad Gateway</body></html>",
     "referral received SIM 12",
@@ -785,6 +518,7 @@ _GARBAGE: Final = (
     "null]",
     "\ufeff{",
 )
+# Values for ``time`` that are not RFC 3339 date-times.
 _BAD_TIMES: Final[tuple[object, ...]] = (
     "2024-13-01T10:00:00Z",
     "2024-06-31T10:00:00Z",
@@ -795,14 +529,17 @@ _BAD_TIMES: Final[tuple[object, ...]] = (
     1717236000,
     None,
 )
+# Required data fields per event type, beyond referral_id (candidates for a missing field).
 _REQUIRED_DATA: Final[dict[str, list[str]]] = {
-    "referral.received": ["pathway", "provider"],
-    "referral.triaged": [],
-    "referral.contact": ["contact_id", "mode", "attended"],
-    "referral.cancelled": ["reason"],
+    RECEIVED: ["pathway", "provider"],
+    TRIAGED: [],
+    CONTACT: ["contact_id", "mode", "attended"],
+    CANCELLED: ["reason"],
 }
+# (field, value) pairs of the wrong type or outside the vocabulary, per event type; a field
+# found at the top level of the event is replaced there, else in ``data``.
 _WRONG_VALUES: Final[dict[str, list[tuple[str, object]]]] = {
-    "referral.received": [
+    RECEIVED: [
         ("pathway", "ucr_4h"),
         ("pathway", None),
         ("provider", 12345),
@@ -811,14 +548,14 @@ _WRONG_VALUES: Final[dict[str, list[tuple[str, object]]]] = {
         ("data", "referral"),
         ("datacontenttype", "text/plain"),
     ],
-    "referral.triaged": [
+    TRIAGED: [
         ("subject_to_standard", "no"),
         ("subject_to_standard", False),  # false without an exclusion_reason
         ("pathway", "ucr_48h"),
         ("specversion", "0.3"),
         ("data", ["referral_id"]),
     ],
-    "referral.contact": [
+    CONTACT: [
         ("attended", "yes"),
         ("attended", 1),
         ("mode", "carrier_pigeon"),
@@ -826,7 +563,7 @@ _WRONG_VALUES: Final[dict[str, list[tuple[str, object]]]] = {
         ("specversion", "0.3"),
         ("data", None),
     ],
-    "referral.cancelled": [
+    CANCELLED: [
         ("reason", "bored"),
         ("reason", 3),
         ("referral_id", None),

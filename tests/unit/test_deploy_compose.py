@@ -22,9 +22,9 @@ import jsonschema
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "deploy" / "compose" / "docker-compose.yml"
-SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
+SCHEMA = Path(__file__).parents[1] / "data" / "compose-spec.json"
 
 
 @pytest.fixture(scope="module")
