@@ -5,7 +5,8 @@
 `SPEC` below is the whole policy: the 70% objective, the windows, the burn-rate tiers, the
 backlog thresholds and the pipeline checks. Everything else here turns it into PromQL and
 writes it deterministically (sorted keys, table order, a fixed header), so the committed file
-is reproducible and `tests/integration/test_alert_rules.py` can rebuild it and compare (a golden file).
+is reproducible and `tests/integration/test_alert_rules.py` can rebuild it and compare (a
+golden file).
 Metric names come from `streams.names`, the module the exporter uses.
 
 Recording rules: % met from record-level counts

@@ -8,7 +8,8 @@ Referral identifiers are patient-adjacent data: they may be logged at DEBUG only
 convention is to pass them as the extra fields in `REFERRAL_FIELDS`; the formatter drops those
 fields from any record above DEBUG, so a careless `log.info(..., extra={"referral_id": r})`
 leaks nothing. (Message *text* is not scanned: no INFO-or-above call in `consumers/` puts a
-referral id in its message; `tests/integration/test_worker_ops.py` checks that of the worker's output.)
+referral id in its message; `tests/integration/test_worker_ops.py` checks the worker's
+output.)
 """
 
 from __future__ import annotations

@@ -44,8 +44,8 @@ from streams.errors import ConfigurationError, ServiceUnavailableError
 from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from streams.simulation import SimulationConfig, simulate
 from tests.conftest import REPO
-from tests.support import get_json, produce, ready, start_prometheus, stop_process, wait_for
 from tests.integration.test_worker import Worker
+from tests.support import get_json, produce, ready, start_prometheus, stop_process, wait_for
 
 DASHBOARD_DIR = REPO / "deploy" / "grafana" / "dashboards"
 PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"

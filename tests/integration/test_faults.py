@@ -67,9 +67,9 @@ from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from streams.pseudonym import Pseudonymiser
 from streams.settings import RulesSettings
 from streams.simulation import SimulationConfig, simulate
-from tests.support import crisiswatch, wait_for
 from tests.integration.test_scale_out import KEY
 from tests.integration.test_worker import Worker, latest_outcomes, read_topic
+from tests.support import crisiswatch, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -84,9 +84,9 @@ from streams.codec import (
 )
 from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from streams.pseudonym import Pseudonymiser, is_nhs_number
-from tests.support import crisiswatch, ready, start_alertmanager, stop_process, wait_for
-from tests.test_codec import REFERENCE, time_is_good, times
 from tests.integration.test_worker import Worker
+from tests.support import crisiswatch, ready, start_alertmanager, stop_process, wait_for
+from tests.unit.test_codec import REFERENCE, time_is_good, times
 
 pytestmark = pytest.mark.integration
 

@@ -25,6 +25,8 @@ from consumers.local.embedded import EmbeddedBroker, free_port
 from consumers.store import migrate
 from dashboards.alert_rules import SPEC, BacklogAlert
 from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
+from tests.integration.test_alert_rules import ALERTMANAGER_DIR, RECEIVERS
+from tests.integration.test_worker import Worker, event
 from tests.support import (
     Webhook,
     get_json,
@@ -35,8 +37,6 @@ from tests.support import (
     stop_process,
     wait_for,
 )
-from tests.test_alert_rules import ALERTMANAGER_DIR, RECEIVERS
-from tests.integration.test_worker import Worker, event
 
 pytestmark = pytest.mark.integration
 

@@ -34,8 +34,8 @@ from streams.codec import Codec
 from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from streams.pseudonym import Pseudonymiser
 from streams.simulation import SimulationConfig, simulate
-from tests.support import crisiswatch, wait_for
 from tests.integration.test_worker import audit_ids, clock_rows, latest_outcomes, read_topic
+from tests.support import crisiswatch, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,6 @@ from consumers.local.embedded import EmbeddedBroker, free_port
 from consumers.observe.logs import JsonFormatter, configure_logging
 from consumers.store import migrate
 from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
-from tests.support import crisiswatch, produce, wait_for
 from tests.integration.test_worker import (
     PARTITIONS,
     as_row,
@@ -30,6 +29,7 @@ from tests.integration.test_worker import (
     latest_outcomes,
     read_topic,
 )
+from tests.support import crisiswatch, produce, wait_for
 
 # -- logs ----------------------------------------------------------------------------------------
 
