@@ -31,7 +31,7 @@ from psycopg import sql
 
 from benchmarks.report import report
 from consumers.exports.writer import export_period
-from consumers.store import AuditRow, Batch, Store, clock_row, migrate
+from consumers.store import AuditRow, Batch, Store, clock_row, migrate, with_database
 from streams.codec import Codec, Rejection
 from streams.engine import Engine, Rules
 from streams.period import parse_month, week
@@ -47,15 +47,13 @@ BATCH = 50_000
 
 
 def database(name: str) -> str:
-    params = psycopg.conninfo.conninfo_to_dict(SERVER)
     with psycopg.connect(SERVER, autocommit=True) as admin:
         if (
             admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
             is None
         ):
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    params["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
+    return with_database(SERVER, name)
 
 
 def loaded(url: str) -> dict[str, Any] | None:

@@ -34,7 +34,7 @@ import psycopg
 from psycopg import sql
 
 from consumers.local.embedded import reap
-from consumers.store import migrate
+from consumers.store import migrate, with_database
 from streams.errors import ServiceError, ServiceUnavailableError
 from streams.names import OUTCOMES_TOPIC
 
@@ -47,9 +47,7 @@ WORKER_START_TIMEOUT_S: Final = 180.0
 
 def database_url(server: str, dbname: str) -> str:
     """`server` (a libpq URL or DSN) with its database replaced by `dbname`."""
-    params = psycopg.conninfo.conninfo_to_dict(server)
-    params["dbname"] = dbname
-    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
+    return with_database(server, dbname)
 
 
 def _admin(server: str) -> psycopg.Connection[tuple[object, ...]]:

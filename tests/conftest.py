@@ -16,6 +16,7 @@ import pytest
 from psycopg import sql
 
 from consumers.local.embedded import EmbeddedBroker
+from consumers.store import with_database
 from tests.support import Webhook
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,9 +53,7 @@ SERVER = os.environ.get(
 
 
 def url_of(server: str, dbname: str) -> str:
-    params = psycopg.conninfo.conninfo_to_dict(server)
-    params["dbname"] = dbname
-    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
+    return with_database(server, dbname)
 
 
 @pytest.fixture(scope="session")
