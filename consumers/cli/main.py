@@ -261,6 +261,7 @@ def demo(
     import secrets
 
     from consumers.local.demo import DemoOptions, run_demo
+    from streams.settings import RulesSettings
 
     run_demo(
         DemoOptions(
@@ -270,6 +271,7 @@ def demo(
             duration=duration,
             refresh=refresh,
             seed=seed if seed is not None else secrets.randbelow(2**31),
+            rules=_settings(RulesSettings).rules(),
         )
     )
 

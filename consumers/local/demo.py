@@ -11,6 +11,7 @@ when its arrival time comes on the wall clock, at `speed` times England's real r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -27,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-import psycopg
 
 from consumers.kafka.admin import create_topics
 from consumers.kafka.publisher import EventPublisher
 from consumers.local.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, reap
-from consumers.store import migrate
+from consumers.store import Counts, Store, migrate
+from streams.engine import Rules
+from streams.engine.outcome import AT_RISK, BREACHED, WAITING
 from streams.geography import regions
 from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from streams.simulation import SimulationConfig, simulate
@@ -49,6 +51,7 @@ class DemoOptions:
     duration: float | None  # seconds of wall time; None: until Ctrl-C
     refresh: float  # seconds between console summaries
     seed: int
+    rules: Rules  # the worker's: the console's "today" is its local day
 
 
 def run_demo(options: DemoOptions) -> None:
@@ -94,14 +97,14 @@ def run_demo(options: DemoOptions) -> None:
             while not stop.wait(options.refresh):
                 if worker.poll() is not None:
                     raise click.ClickException(f"the worker exited with code {worker.returncode}")
-                click.echo(_summary(database_url))
+                click.echo(summary(database_url, options.rules))
                 if options.duration is not None and time.monotonic() - started >= options.duration:
                     break
             stop.set()
             feed.join(timeout=15)
             if failures:
                 raise click.ClickException(f"the simulator feed failed: {failures[0]}")
-            click.echo(_summary(database_url))
+            click.echo(summary(database_url, options.rules))
             click.echo("demo: stopping")
     finally:
         for signum, handler in previous.items():
@@ -164,37 +167,36 @@ def _feed(kafka: str, options: DemoOptions, stop: threading.Event) -> None:
         publisher.flush()
 
 
-def _summary(database_url: str) -> str:
-    """A console table: open clocks by live state and today's 2-hour % met, by region."""
-    with psycopg.connect(database_url, connect_timeout=5) as conn:
-        rows = conn.execute(
-            """
-            SELECT coalesce(region, 'unknown') AS region,
-                   count(*) FILTER (WHERE state = 'waiting'),
-                   count(*) FILTER (WHERE state = 'at_risk'),
-                   count(*) FILTER (WHERE state = 'breached'),
-                   count(*) FILTER (WHERE clock_type = '05' AND state IN ('met', 'not_met')
-                                    AND clock_stop >= date_trunc('day', now() AT TIME ZONE
-                                        'Europe/London') AT TIME ZONE 'Europe/London'),
-                   count(*) FILTER (WHERE clock_type = '05' AND state = 'met'
-                                    AND clock_stop >= date_trunc('day', now() AT TIME ZONE
-                                        'Europe/London') AT TIME ZONE 'Europe/London')
-            FROM clocks GROUP BY 1 ORDER BY 1
-            """
-        ).fetchall()
-        events = conn.execute("SELECT count(*) FROM events").fetchone()
+def summary(database_url: str, rules: Rules, now: int | None = None) -> str:
+    """A console table: open clocks by state and today's 2-hour % met, by region.
+
+    The store's counts under the worker's rules, so "today" is the local day of
+    CRISISWATCH_TIMEZONE, as everywhere else. `now`: epoch seconds (default: the wall clock).
+    """
+    instant = int(time.time()) if now is None else now
+
+    async def read() -> Counts:
+        async with await Store.connect(database_url, rules=rules) as store:
+            return await store.counts(instant)
+
+    counts = asyncio.run(read())
     names = {code: region.name for code, region in regions().items()}
-    stamp = datetime.now(UTC).astimezone().strftime("%H:%M:%S")
+    stamp = datetime.fromtimestamp(instant, rules.zone).strftime("%H:%M:%S %Z")
     lines = [
-        f"\n{stamp}  {events[0] if events else 0} events stored",
+        f"\n{stamp}  {counts.events} events stored",
         f"{'region':<26}{'waiting':>9}{'at risk':>9}{'breached':>10}{'stopped':>9}{'% met':>8}",
     ]
-    totals = [0, 0, 0, 0, 0]
-    for region, waiting, at_risk, breached, stopped, met in rows:
-        values = [waiting, at_risk, breached, stopped, met]
-        totals = [t + v for t, v in zip(totals, values, strict=True)]
-        lines.append(_row(names.get(region, str(region)), *values))
-    lines.append(_row("England", *totals))
+    for region in [*counts.regions(), None]:
+        name = "England" if region is None else names.get(region, region)
+        lines.append(
+            _row(
+                name,
+                counts.open_in(region, WAITING),
+                counts.open_in(region, AT_RISK),
+                counts.open_in(region, BREACHED),
+                *counts.stopped_in(region),
+            )
+        )
     return "\n".join(lines)
 
 

@@ -311,14 +311,22 @@ class Store:
                 else:
                     open_clocks[(region, state)] = int(count)
             cursor = await conn.execute(
-                "SELECT count(*), count(*) FILTER (WHERE state = 'met') FROM clocks"
+                "SELECT coalesce(region, 'unknown'), count(*),"
+                " count(*) FILTER (WHERE state = 'met') FROM clocks"
                 " WHERE clock_type = %s AND state IN ('met', 'not_met')"
-                " AND clock_stop >= to_timestamp(%s) AND clock_stop <= to_timestamp(%s)",
+                " AND clock_stop >= to_timestamp(%s) AND clock_stop <= to_timestamp(%s)"
+                " GROUP BY 1",
                 (CLOCK_UCR, midnight, now),
             )
+            stopped: dict[str, int] = {}
+            met: dict[str, int] = {}
+            for region, stopped_count, met_count in await cursor.fetchall():
+                stopped[region] = int(stopped_count)
+                met[region] = int(met_count)
+            cursor = await conn.execute("SELECT count(*) FROM events")
             row = await cursor.fetchone()
-            stopped, met = (int(row[0]), int(row[1])) if row is not None else (0, 0)
-        return Counts(open_clocks, pending, stopped, met)
+            events = int(row[0]) if row is not None else 0
+        return Counts(open_clocks, pending, stopped, met, events)
 
     async def outcome_rows(self) -> list[list[str]]:
         """Every referral's stored outcome as a CONTRACT section 2 CSV row, by referral id.

@@ -72,16 +72,39 @@ def clock_row(
 
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """A summary for consoles: open clocks now, and today's 2-hour performance so far."""
+    """A summary for consoles: open clocks now, and today's 2-hour performance so far.
 
-    open_clocks: dict[tuple[str, str], int]  # (region, live state) -> open clocks
+    "Today" is the local day under the store's rules (CRISISWATCH_TIMEZONE).
+    """
+
+    open_clocks: dict[tuple[str, str], int]  # (region, state) -> open clocks
     pending: int  # referrals with events but no referral.received yet
-    stopped_today: int  # type-05 clocks stopped since local midnight
-    met_today: int
+    stopped_today: dict[str, int]  # region -> type-05 clocks stopped since local midnight
+    met_today: dict[str, int]  # region -> of those, met
+    events: int = 0  # events in the audit log
+
+    def regions(self) -> list[str]:
+        """Every region with an open or stopped clock, sorted (`unknown` included)."""
+        return sorted({region for region, _ in self.open_clocks} | set(self.stopped_today))
+
+    def open_in(self, region: str | None, state: str) -> int:
+        """Open clocks in `state`, in `region` or (None) in all of England."""
+        return sum(
+            count
+            for (where, what), count in self.open_clocks.items()
+            if what == state and region in (None, where)
+        )
+
+    def stopped_in(self, region: str | None) -> tuple[int, int]:
+        """(stopped, met) type-05 clocks today, in `region` or (None) in all of England."""
+        if region is not None:
+            return self.stopped_today.get(region, 0), self.met_today.get(region, 0)
+        return sum(self.stopped_today.values()), sum(self.met_today.values())
 
     @property
     def pct_met_today(self) -> float | None:
         """% of today's stopped type-05 clocks that were met; None when none stopped."""
-        if not self.stopped_today:
+        stopped, met = self.stopped_in(None)
+        if not stopped:
             return None
-        return 100.0 * self.met_today / self.stopped_today
+        return 100.0 * met / stopped

@@ -395,8 +395,34 @@ def test_counts(db: str) -> None:
     counts = run(scenario())
     assert counts.open_clocks == {("Y62", "waiting"): 1, ("Y56", "breached"): 1}
     assert counts.pending == 1
-    assert (counts.stopped_today, counts.met_today) == (3, 2)
+    assert counts.stopped_in(None) == (3, 2)
+    assert sum(counts.stopped_today.values()) == 3
     assert counts.pct_met_today == pytest.approx(200 / 3)
+
+
+def test_demo_summary_counts_today_in_the_configured_time_zone(db: str) -> None:
+    """The demo's console is the store's counts under the worker's rules: with another
+    CRISISWATCH_TIMEZONE, "today" is that zone's day, not London's."""
+    from consumers.local.demo import summary
+
+    now = at("2026-07-01T12:00:00Z")  # 13:00 in London, 00:00 (2 July) in Auckland
+    clocks = [
+        # Stopped 09:00Z: 1 July in both zones, but before Auckland's midnight (12:00Z).
+        judged([received("C-AM", "2026-07-01T08:00:00Z"), contact("C-AM", "2026-07-01T09:00Z")], now),
+        # Stopped 11:59:30Z: today in London; still 1 July (yesterday at 00:00) in Auckland.
+        judged([received("C-NOON", "2026-07-01T11:00:00Z"), contact("C-NOON", "2026-07-01T11:59:30Z")], now),
+    ]  # fmt: skip
+    run(_write(db, Batch(clocks=clocks)))
+
+    def england(table: str) -> list[str]:
+        (line,) = [row for row in table.splitlines() if row.startswith("England")]
+        return line.split()
+
+    london = england(summary(db, Rules(timezone="Europe/London"), now))
+    auckland = england(summary(db, Rules(timezone="Pacific/Auckland"), now + 60))
+    assert london[-2:] == ["2", "100.0"]  # stopped, % met
+    assert auckland[-2:] == ["0", "-"]
+    assert "NZST" in summary(db, Rules(timezone="Pacific/Auckland"), now + 60).splitlines()[1]
 
 
 def test_reader_role_can_select_the_view_but_not_write(db: str) -> None:
