@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 
 from consumers.cli.options import database_option, kafka_option
+from consumers.kafka.address import bootstrap_servers
 from streams.errors import (
-    ConfigurationError,
     InputError,
     ServiceError,
     ServiceUnavailableError,
@@ -57,16 +57,6 @@ topic_option = click.option(
     show_default=True,
     help="Kafka topic to send to.",
 )
-
-
-def _bootstrap(value: str) -> str:
-    """`--kafka` checked as HOST[:PORT][,HOST[:PORT]...] (ConfigurationError otherwise)."""
-    servers = [part.strip() for part in value.split(",")]
-    for server in servers:
-        host, sep, port = server.rpartition(":") if ":" in server else (server, "", "")
-        if not host or (sep and not (port.isdigit() and 0 < int(port) < 65536)):
-            raise ConfigurationError(f"--kafka {value!r}: expected HOST:PORT[,HOST:PORT...]")
-    return ",".join(servers)
 
 
 # -- topics ------------------------------------------------------------------------------------
@@ -103,7 +93,7 @@ def create_topics_command(kafka: str, partitions: int, retention_hours: int) -> 
     """
     from consumers.kafka.admin import TopicAdminError, create_topics, describe_partitions
 
-    bootstrap = _bootstrap(kafka)
+    bootstrap = bootstrap_servers(kafka)
     names = (EVENTS_TOPIC, OUTCOMES_TOPIC, DLQ_TOPIC)
     try:
         created = create_topics(
@@ -180,7 +170,7 @@ def publish(file: Path, kafka: str, topic: str, quiet: bool) -> None:
     from consumers.kafka.publisher import EventPublisher, publish_lines
     from streams.codec import Codec
 
-    bootstrap = _bootstrap(kafka)
+    bootstrap = bootstrap_servers(kafka)
     try:
         source = file.open("rb")
         size = os.fstat(source.fileno()).st_size
@@ -349,7 +339,7 @@ def simulate(
     if out is not None:
         _simulate_to_file(config, out, quiet=quiet)
     else:
-        _simulate_to_kafka(config, _bootstrap(kafka), topic, realtime=realtime, quiet=quiet)
+        _simulate_to_kafka(config, bootstrap_servers(kafka), topic, realtime=realtime, quiet=quiet)
 
 
 def _parse_start(value: str | None) -> datetime:

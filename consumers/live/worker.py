@@ -49,10 +49,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TP
 
+from consumers.kafka.address import bootstrap_servers
 from consumers.live.pipeline import DeadLetter, Pipeline
 from consumers.observe.alertmanager import AlertmanagerNotifier
 from consumers.observe.metrics import MetricsServer
-from consumers.store import Store
+from consumers.store import Store, check_url
 from streams.codec import Codec
 from streams.engine import Engine, Outcome, Rules
 from streams.errors import ConfigurationError, ServiceError, ServiceUnavailableError
@@ -303,21 +304,8 @@ def _exit_beyond_retry(what: str) -> NoReturn:
 
 def check_settings(config: WorkerConfig) -> None:
     """`ConfigurationError` (exit 2) for any address or URL that cannot be parsed."""
-    for server in config.kafka.split(","):
-        host, sep, port = server.strip().rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigurationError(
-                f"--kafka / CRISISWATCH_KAFKA: {server.strip()!r} is not HOST:PORT"
-            )
-    import psycopg
-
-    try:
-        psycopg.conninfo.conninfo_to_dict(config.database_url)
-    except psycopg.Error as exc:
-        # psycopg's message quotes the URL, password included: say only that it is malformed.
-        raise ConfigurationError(
-            "--database-url / CRISISWATCH_DATABASE_URL cannot be parsed as a libpq URL or DSN"
-        ) from exc
+    bootstrap_servers(config.kafka)
+    check_url(config.database_url)
     for name, value in (
         ("--alertmanager-url / CRISISWATCH_ALERTMANAGER_URL", config.alertmanager_url),
         ("--dashboard-url / CRISISWATCH_DASHBOARD_URL", config.dashboard_url),
