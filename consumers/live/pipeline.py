@@ -1,7 +1,8 @@
 """The live pipeline without Faust: Kafka messages in; engine; Kafka and PostgreSQL out.
 
-Faust (`consumers/live/worker.py`) only feeds this class batches of messages and ticks; everything
-that decides correctness is here, testable with a fake sink and a real PostgreSQL.
+Faust (`consumers.live.worker`) only feeds this class batches of messages and ticks; everything
+that decides correctness is here, testable with the in-memory store and sink of
+`consumers.live.testing` and with a real PostgreSQL.
 
 Exactly-once effects from at-least-once parts
 ---------------------------------------------
@@ -52,7 +53,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeAlias, TypeVar
 
 from consumers.observe.stats import Stats
-from consumers.store import AuditRow, Batch, ClockRow, Store, clock_row, is_transient
+from consumers.store import AuditRow, Batch, ClockRow, clock_row, is_transient
 from streams.codec import Codec, Rejection
 from streams.engine import Change, Engine, Event, Outcome
 from streams.engine.event import RECEIVED, UNKNOWN
@@ -102,6 +103,21 @@ class DeadLetter:
     offset: int
 
 
+class ClockStore(Protocol):
+    """What the pipeline needs of its system of record (`consumers.store.Store` live;
+    `consumers.live.testing.MemoryStore` in unit tests)."""
+
+    async def positions(self, topic: str, partitions: Iterable[int]) -> dict[int, int]: ...
+
+    async def open_clock_states(
+        self, partitions: Iterable[int]
+    ) -> list[tuple[int, dict[str, Any]]]: ...
+
+    async def clock_states(self, referral_ids: Iterable[str]) -> dict[str, dict[str, Any]]: ...
+
+    async def write(self, batch: Batch) -> None: ...
+
+
 class Sink(Protocol):
     """Where outcome changes and dead letters go (Kafka live; a list in tests)."""
 
@@ -128,7 +144,7 @@ class Pipeline:
         *,
         engine: Engine,
         codec: Codec,
-        store: Store,
+        store: ClockStore,
         sink: Sink,
         topic: str,
         clock: Callable[[], float] = time.time,
