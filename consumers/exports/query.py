@@ -148,8 +148,8 @@ def fetch(conn: psycopg.Connection[tuple[Any, ...]], period: Period, *, detail: 
     bounds = [_utc(p.start) for p in trailing] + [_utc(period.end)]
     params = {"start": _utc(period.start), "end": _utc(period.end)}
     with conn.transaction():
-        # JIT compiling these few-row aggregates costs more than running them (measured: 1.3 s
-        # of a 1.5 s week on a national year); the contacts sort fits in memory at 64 MB.
+        # JIT compiling these few-row aggregates costs more than running them (figures in
+        # docs/benchmarks.md); the contacts sort fits in memory at 64 MB.
         conn.execute("SET LOCAL jit = off")
         conn.execute("SET LOCAL work_mem = '64MB'")
         for record in conn.execute(_SUMMARY, params):

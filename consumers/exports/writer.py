@@ -26,16 +26,7 @@ re-triage), for a period [start, end) of local time (`streams.period`):
 * `contacts`: distinct contacts (by contact id) dated in the period on type-05 or type-07
   referrals, from the audit log (`events`).
 
-One pass, record-level counts
------------------------------
-Every level comes from ONE statement: the clocks that matter to the period (received, stopped
-or open at its end, or with a contact in it) are read once, joined to the period's contacts,
-and aggregated with `GROUP BY GROUPING SETS` into England, region, ICB, provider, region x ICB,
-region x provider and region x ICB x provider: each level is counted from the records, never
-averaged from lower levels, and England includes region `unknown`. A second statement counts
-the 12-period trend (one pass over the clocks stopped in the trailing window, bucketed by the
-period bounds computed here with zoneinfo). Both run in one REPEATABLE READ, READ ONLY
-transaction, so they see the same data while the worker keeps writing.
+One pass, record-level counts: see `consumers.exports.query`.
 
 Publication mode
 ----------------

@@ -50,13 +50,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, ParamSpec, Protocol, TypeAlias, TypeVar
+from typing import Any, Final, NamedTuple, ParamSpec, Protocol, TypeAlias, TypeVar
 
 from consumers.observe.stats import Stats
 from consumers.store import AuditRow, Batch, ClockRow, clock_row, is_transient
 from streams.codec import Codec, Rejection
 from streams.engine import Change, Engine, Event, Outcome
 from streams.engine.event import RECEIVED, UNKNOWN
+from streams.engine.outcome import MET, NOT_MET
 from streams.errors import ServiceError
 from streams.pseudonym import may_contain
 
@@ -132,6 +133,9 @@ class RetryPolicy:
     max_delay: float = 5.0
     factor: float = 2.0
 
+
+#: States of a clock stopped and judged against its standard (types 05 and 06).
+STOPPED_STATES: Final = frozenset({MET, NOT_MET})
 
 Listener = Callable[[Sequence[Change], int], Awaitable[None] | None]
 
@@ -448,8 +452,8 @@ class Pipeline:
             if change.breach_withdrawn:
                 stats.withdrawn[(outcome.pathway, outcome.region)] += 1
             previous = change.previous
-            if outcome.state in ("met", "not_met") and (
-                previous is None or previous.state not in ("met", "not_met")
+            if outcome.state in STOPPED_STATES and (
+                previous is None or previous.state not in STOPPED_STATES
             ):
                 stats.stopped[(outcome.pathway, outcome.region, outcome.icb, outcome.state)] += 1
                 if outcome.wait_seconds is not None:

@@ -198,8 +198,8 @@ class CrisiswatchApp(faust.App):  # type: ignore[misc]
                 return
             positions = await self.pipeline.assign([tp.partition for tp in mine])
             # seek_wait runs the seeks on the consumer's own thread; `seek` would touch
-            # aiokafka's fetch buffers from this one while that thread reads them (found: a
-            # KeyError in aiokafka's fetched_records that stopped a worker in a rebalance).
+            # aiokafka's fetch buffers from this one while that thread reads them, a race that
+            # can stop a worker in a rebalance.
             await consumer.seek_wait({tp: positions[tp.partition] for tp in mine})
 
         async def drain_messages(fetcher: Any) -> None:
@@ -402,9 +402,9 @@ def run(config: WorkerConfig, rules: Rules, codec: Codec) -> None:
     check_broker(config)
     # The store's writer thread waits on PostgreSQL with the GIL released; when an answer
     # comes, it needs the GIL back promptly to send the next statement, not after the
-    # default 5 ms slice of a busy event loop (measured: ~20% more events per second).
+    # default 5 ms slice of a busy event loop (docs/benchmarks.md has the figures).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    tune_gc_for_batches()  # measured: a third of the worker's time was garbage collection
+    tune_gc_for_batches()  # batches' short-lived objects; see streams.runtime
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     # Metrics first: /health answers (and a busy port fails fast) while PostgreSQL connects.
