@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Final
 
-from dashboards.alert_rules import SPEC
 from dashboards.model import (
     Dashboard,
     Grid,
@@ -19,6 +18,7 @@ from dashboards.model import (
     count_steps,
     target_steps,
 )
+from dashboards.policy import SPEC
 from dashboards.scope import (
     PLACE,
     PLACE_VARIABLES,

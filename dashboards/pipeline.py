@@ -1,14 +1,14 @@
 """Pipeline health: events in and rejected, data freshness, workers and partitions, PostgreSQL
 write latency, and the alerts firing in Prometheus. Thresholds are the pipeline alerts' own
-(`dashboards.alert_rules.SPEC.pipeline`), so a stat turns red where the alert fires.
+(`dashboards.policy.SPEC.pipeline`), so a stat turns red where the alert fires.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from dashboards.alert_rules import SPEC, WORKER_JOB
 from dashboards.model import Dashboard, Grid, Panel, PromQuery, Step, count_steps
+from dashboards.policy import SPEC, WORKER_JOB
 from streams.names import (
     EVENTS,
     EVENTS_IN_FLIGHT,

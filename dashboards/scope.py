@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Final
 
-from dashboards.alert_rules import ICB, REGION, SPEC, met_rate_record, met_ratio_record
+from dashboards.alert_rules import met_rate_record, met_ratio_record
 from dashboards.alert_rules import stopped_rate_record as _stopped
 from dashboards.model import Variable
+from dashboards.policy import ICB, REGION, SPEC
 from streams.names import OPEN_CLOCKS
 
 TARGET: Final = SPEC.target  # 0.70: the 2-hour standard's objective, from the rules' table

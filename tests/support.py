@@ -140,10 +140,10 @@ def start_prometheus(
     tmp_path: Path, metrics_port: int, spec: Any, alertmanager: str | None = None
 ) -> tuple[str, subprocess.Popen[bytes]]:
     """A real Prometheus scraping a worker's /metrics every second, with the rules generated
-    from `spec` (a dashboards.alert_rules.RuleSpec), alerting to `alertmanager` if given."""
+    from `spec` (a dashboards.policy.RuleSpec), alerting to `alertmanager` if given."""
     import yaml
 
-    from dashboards import alert_rules
+    from dashboards import alert_rules, policy
 
     rules = tmp_path / "rules.yml"
     alert_rules.write(rules, spec)
@@ -152,7 +152,7 @@ def start_prometheus(
         "rule_files": [str(rules)],
         "scrape_configs": [
             {
-                "job_name": alert_rules.WORKER_JOB,
+                "job_name": policy.WORKER_JOB,
                 "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}],
             }
         ],

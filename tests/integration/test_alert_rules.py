@@ -31,7 +31,7 @@ from click.testing import CliRunner
 from consumers.cli.rules import rules
 from consumers.local.embedded import free_port
 from dashboards import alert_rules
-from dashboards.alert_rules import SPEC, burn_threshold, effective_burn
+from dashboards.policy import SPEC, burn_threshold, effective_burn
 from streams import names as metric_names
 from streams.geography import regions
 from tests.support import Webhook, binary, stop_process

@@ -36,10 +36,10 @@ from consumers.cli.main import main as crisiswatch_main
 from consumers.kafka.admin import create_topics
 from consumers.local.embedded import EmbeddedBroker, free_port
 from consumers.store import migrate
-from dashboards import alert_rules, grafana
 from dashboards import build as builder
-from dashboards.alert_rules import SPEC
+from dashboards import grafana, policy
 from dashboards.model import POSTGRES, PROMETHEUS, SqlQuery
+from dashboards.policy import SPEC
 from streams.errors import ConfigurationError, ServiceUnavailableError
 from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from streams.simulation import SimulationConfig, simulate
@@ -235,7 +235,7 @@ def live(
         try:
             wait_for(lambda: ready(f"http://127.0.0.1:{metrics_port}/ready"), 60, "the worker")
             wait_for(
-                lambda: bool(_series(prometheus, f'up{{job="{alert_rules.WORKER_JOB}"}} == 1')),
+                lambda: bool(_series(prometheus, f'up{{job="{policy.WORKER_JOB}"}} == 1')),
                 30,
                 "Prometheus to scrape the worker",
             )

@@ -23,7 +23,7 @@ import yaml
 from consumers.kafka.admin import create_topics
 from consumers.local.embedded import EmbeddedBroker, free_port
 from consumers.store import migrate
-from dashboards.alert_rules import SPEC, BacklogAlert
+from dashboards.policy import SPEC, BacklogAlert
 from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from tests.integration.test_alert_rules import ALERTMANAGER_DIR, RECEIVERS
 from tests.integration.test_worker import Worker, event
