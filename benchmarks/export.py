@@ -83,10 +83,10 @@ def load(url: str, days: int, rules: Rules) -> dict[str, Any]:
             audit: list[AuditRow] = []
             for line in simulate(config):
                 counts["lines"] += 1
-                decoded = codec.decode_document(line.line)
+                decoded = codec.decode_record(line.line)
                 if isinstance(decoded, Rejection):
                     continue
-                event, document = decoded
+                event, document, _text = decoded
                 if engine.ingest(event) is None:
                     continue  # a duplicate id (R8): stored once
                 referral_ids.add(event.referral_id)

@@ -59,10 +59,10 @@ def build(
     touched: dict[str, int] = {}
     offsets = [first_offset] * PARTITIONS
     for line in lines:
-        decoded = codec.decode_document(line)
+        decoded = codec.decode_record(line)
         if isinstance(decoded, Rejection):
             continue
-        event, document = decoded
+        event, document, _text = decoded
         partition = partition_of.setdefault(event.referral_id, len(partition_of) % PARTITIONS)
         offsets[partition] += 1
         if engine.ingest(event) is None:

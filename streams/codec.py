@@ -120,17 +120,13 @@ class Codec:
         result = self.decode_record(raw)
         return result if isinstance(result, Rejection) else result[0]
 
-    def decode_document(self, raw: bytes | str) -> tuple[Event, dict[str, Any]] | Rejection:
-        """As `decode`, with the (scrubbed) JSON document kept for the audit log."""
-        result = self.decode_record(raw)
-        return result if isinstance(result, Rejection) else (result[0], result[1])
-
     def decode_record(
         self, raw: bytes | str
     ) -> tuple[Event, dict[str, Any], str | None] | Rejection:
-        """As `decode_document`, plus the message's own JSON text when that text *is* the
-        document to keep (no NHS number was replaced), else None: a store can then keep the
-        text as sent instead of encoding the document again."""
+        """As `decode`, with the (scrubbed) JSON document kept for the audit log, plus the
+        message's own JSON text when that text *is* the document to keep (no NHS number was
+        replaced), else None: a store can then keep the text as sent instead of encoding the
+        document again."""
         result = self._decode(raw)
         if isinstance(result, Rejection):
             # A rejection's field path names object keys, and its detail may quote the input

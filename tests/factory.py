@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-from streams.engine import Event
+from streams.codec import Codec, Rejection
+from streams.engine import Change, Engine, Event, Outcome
 from streams.engine.event import CANCELLED, CONTACT, RECEIVED, TRIAGED
 
 _ids = itertools.count(1)
@@ -77,3 +80,24 @@ def cancelled(
 ) -> Event:
     t = at(time) if isinstance(time, str) else time
     return Event(_id(id), CANCELLED, t, ref, reason=reason)
+
+
+def apply_many(engine: Engine, events: Iterable[Event], now: int) -> list[Change]:
+    """Ingest a batch, then judge each touched referral once, as the live pipeline does
+    (`consumers.live.pipeline`): one change per referral whose outcome moved."""
+    touched = dict.fromkeys(
+        clock.referral_id for event in events if (clock := engine.ingest(event)) is not None
+    )
+    return [change for r in touched if (change := engine.refresh(r, now)) is not None]
+
+
+def outcome_of(engine: Engine, referral_id: str, now: int) -> Outcome | None:
+    """One referral's outcome judged at `now` (None: unknown or not yet received)."""
+    clock = engine.clock(referral_id)
+    return clock.evaluate(engine.rules, now)[0] if clock is not None else None
+
+
+def decode_document(codec: Codec, raw: bytes | str) -> tuple[Event, dict[str, Any]] | Rejection:
+    """The codec's verdict on one message: the event and its (scrubbed) document, or why not."""
+    result = codec.decode_record(raw)
+    return result if isinstance(result, Rejection) else (result[0], result[1])

@@ -150,6 +150,49 @@ def migrate_command(database_url: str) -> None:
         click.echo("schema up to date")
 
 
+@db.command("outcomes")
+@database_option
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    default="-",
+    help="CSV to write (default: standard output).",
+)
+def outcomes_command(database_url: str, out: Path) -> None:
+    """Every referral's outcome as the workers last stored it, as CONTRACT section 2 CSV.
+
+    The same columns and order as `crisiswatch replay`, so the live system can be reconciled
+    with a replay of the same events (open clocks show the state last written, not the state
+    now). Referrals with no `referral.received` yet are left out.
+    """
+    import asyncio
+    import csv
+
+    from consumers.store import Store
+    from streams.atomic import write_atomic
+    from streams.engine import COLUMNS
+
+    async def read() -> list[list[str]]:
+        async with await Store.connect(database_url) as store:
+            return await store.outcome_rows()
+
+    rows = asyncio.run(read())
+
+    def write(handle: Any) -> None:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        writer.writerows(rows)
+
+    if str(out) == "-":
+        write(sys.stdout)
+        return
+    try:
+        write_atomic(out, write)
+    except OSError as exc:
+        raise InputError(f"--out: cannot write {out}: {exc.strerror or exc}") from exc
+    click.echo(f"wrote {len(rows)} outcomes to {out}", err=True)
+
+
 # -- publish -----------------------------------------------------------------------------------
 
 

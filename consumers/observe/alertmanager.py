@@ -314,6 +314,10 @@ class AlertmanagerNotifier:
             log.warning("alertmanager: final delivery failed: %s", exc)
         finally:
             await session.close()
+        left = len(self.queued_resolutions())
+        if left:
+            # The alerts themselves end at their endsAt; the pages' "resolved" notes are lost.
+            log.warning("alertmanager: %d resolutions not delivered at shutdown", left)
 
     # -- input (the pipeline listener) -----------------------------------------------------
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,20 +81,6 @@ class Engine:
         clock = self.ingest(event)
         return self._refresh(clock, now) if clock is not None else None
 
-    def apply_many(self, events: Iterable[Event], now: int) -> list[Change]:
-        """Ingest a batch, then judge each touched referral once (one change per referral)."""
-        touched: dict[str, Clock] = {}
-        for event in events:
-            clock = self.ingest(event)
-            if clock is not None:
-                touched[clock.referral_id] = clock
-        changes = []
-        for clock in touched.values():
-            change = self._refresh(clock, now)
-            if change is not None:
-                changes.append(change)
-        return changes
-
     def refresh(self, referral_id: str, now: int) -> Change | None:
         """Judge one referral at `now` after `ingest`s; its change, if its outcome moved."""
         clock = self._clocks.get(referral_id)
@@ -136,11 +122,6 @@ class Engine:
 
     def clock(self, referral_id: str) -> Clock | None:
         return self._clocks.get(referral_id)
-
-    def outcome(self, referral_id: str, now: int) -> Outcome | None:
-        """The outcome of one referral judged at `now` (None: unknown or not yet received)."""
-        clock = self._clocks.get(referral_id)
-        return clock.evaluate(self.rules, now)[0] if clock is not None else None
 
     def outcomes(self, now: int) -> Iterator[Outcome]:
         """Every referral's outcome judged at `now`, sorted by referral id."""

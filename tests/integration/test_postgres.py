@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import secrets
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -34,6 +35,7 @@ from streams.codec import Codec, Rejection
 from streams.engine import Clock, Engine, Event, Rules
 from streams.errors import ServiceError, ServiceUnavailableError
 from tests.factory import at, cancelled, contact, received, triaged
+from tests.support import crisiswatch
 
 pytestmark = pytest.mark.integration
 
@@ -459,10 +461,10 @@ def test_golden_outcomes_through_the_database(db: str, shared: Path) -> None:
         for raw in handle:
             if not raw.strip():
                 continue
-            decoded = codec.decode_document(raw.rstrip(b"\r\n"))
+            decoded = codec.decode_record(raw.rstrip(b"\r\n"))
             if isinstance(decoded, Rejection):
                 continue
-            event, document = decoded
+            event, document, _text = decoded
             audit_rows.append(
                 AuditRow(
                     event.id, event.referral_id, event.type, event.time,
@@ -489,6 +491,17 @@ def test_golden_outcomes_through_the_database(db: str, shared: Path) -> None:
         expected = list(csv.reader(f))[1:]
     assert stored == expected
     assert query(db, "SELECT count(*) FROM events") == [(accepted,)]  # duplicates: once
+    # The same rows through the command line, byte for byte the expected file.
+    printed = subprocess.run(
+        [crisiswatch(), "db", "outcomes", "--database-url", db],
+        capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert (
+        printed.stdout
+        == (shared / "golden" / "expected_outcomes.csv").read_bytes().replace(b"\n", b"\r\n")
+        or printed.stdout.replace(b"\r\n", b"\n")
+        == (shared / "golden" / "expected_outcomes.csv").read_bytes()
+    )
 
 
 # -- errors ------------------------------------------------------------------------------------

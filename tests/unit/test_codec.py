@@ -48,6 +48,7 @@ from streams.engine.event import (
     Event,
 )
 from streams.pseudonym import Pseudonymiser
+from tests.factory import decode_document
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 GOLDEN_EVENTS = SHARED / "golden" / "events.ndjson"
@@ -546,7 +547,7 @@ def test_most_rejection_rows_also_run_as_text() -> None:
 
 
 def test_nesting_up_to_max_depth_is_accepted_and_kept() -> None:
-    result = CODEC.decode_document(deep(MAX_DEPTH - 2, b'"943 476 5919"'))
+    result = decode_document(CODEC, deep(MAX_DEPTH - 2, b'"943 476 5919"'))
     assert not isinstance(result, Rejection), result
     leaf = result[1]["data"]["deep"]
     for _ in range(MAX_DEPTH - 2):
@@ -688,7 +689,7 @@ def test_unknown_extra_fields_are_accepted_and_kept() -> None:
     doc = received_doc(ward="7B", extra={"nested": [1, "two", None]})
     doc["traceparent"] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     doc["x-count"] = 3
-    result = CODEC.decode_document(raw(doc))
+    result = decode_document(CODEC, raw(doc))
     assert not isinstance(result, Rejection), result
     event, document = result
     assert event.referral_id == "R-1"
@@ -697,7 +698,7 @@ def test_unknown_extra_fields_are_accepted_and_kept() -> None:
 
 def test_document_is_the_parsed_message() -> None:
     doc = contact_doc()
-    result = CODEC.decode_document(json.dumps(doc))
+    result = decode_document(CODEC, json.dumps(doc))
     assert not isinstance(result, Rejection)
     assert result[1] == doc
 
@@ -747,7 +748,7 @@ def test_a_utf8_byte_order_mark_is_tolerated() -> None:
 
 def test_non_ascii_text_in_utf8_is_accepted() -> None:
     doc = received_doc(referral_id="R-ÿ-✓-𝄞", condition="chute à domicile")
-    result = CODEC.decode_document(json.dumps(doc, ensure_ascii=False).encode())
+    result = decode_document(CODEC, json.dumps(doc, ensure_ascii=False).encode())
     assert not isinstance(result, Rejection), result
     assert result[0].referral_id == "R-ÿ-✓-𝄞"
     assert result[1]["data"]["condition"] == "chute à domicile"

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.engine import Engine, Event, Outcome, Rules, StartMode
-from tests.factory import at, cancelled, contact, received, triaged
+from tests.factory import apply_many, at, cancelled, contact, received, triaged
 
 # Windows that straddle both clock changes of 2026, and an ordinary week.
 BASES = [at("2026-03-28T20:00:00Z"), at("2026-10-24T20:00:00Z"), at("2026-02-02T08:00:00Z")]
@@ -123,7 +123,7 @@ def live(batches: list[list[Event]], now: int, rules: Rules | None = None) -> En
     for i, batch in enumerate(batches):
         tick = first + (now - first) * i // max(len(batches), 1)
         engine.advance(tick)
-        engine.apply_many(batch, tick)
+        apply_many(engine, batch, tick)
     engine.advance(now)
     return engine
 
@@ -168,7 +168,7 @@ def test_snapshot_restore_continue_equals_uninterrupted(data: st.DataObject) -> 
     # Through JSON, as it would be stored.
     restored = Engine.restore(json.loads(json.dumps(first.snapshot())))
     for batch in batches[cut:]:
-        restored.apply_many(batch, now)
+        apply_many(restored, batch, now)
     restored.advance(now)
 
     assert restored.snapshot() == uninterrupted.snapshot()
@@ -197,7 +197,7 @@ def test_next_deadline_is_when_something_changes(data: st.DataObject) -> None:
     events = data.draw(scenarios())
     engine = Engine()
     start = min((e.time for e in events), default=BASES[0])
-    engine.apply_many(events, start)
+    apply_many(engine, events, start)
     deadline = engine.next_deadline()
     if deadline is None:
         assert all(not o.is_open or o.state == "breached" for o in engine.published())

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.engine import Engine, Event, Outcome, Rules, StartMode, format_instant
-from tests.factory import at, cancelled, contact, received, triaged
+from tests.factory import at, cancelled, contact, outcome_of, received, triaged
 
 R = "REF-1"
 
@@ -22,7 +22,7 @@ def judge(events: list[Event], now: str | int | None = None, rules: Rules | None
     if instant is None:
         assert engine.watermark is not None
         instant = engine.watermark
-    outcome = engine.outcome(R, instant)
+    outcome = outcome_of(engine, R, instant)
     assert outcome is not None
     return outcome
 
@@ -317,11 +317,11 @@ def test_triage_start_mode() -> None:
 def test_referral_without_receipt_has_no_outcome_yet() -> None:
     engine = Engine()
     engine.ingest(contact(R, T_SEEN))
-    assert engine.outcome(R, at(T_SEEN)) is None
+    assert outcome_of(engine, R, at(T_SEEN)) is None
     assert list(engine.outcomes(at(T_SEEN))) == []
     assert engine.pending() == 1
     engine.ingest(received(R, T0))
-    outcome = engine.outcome(R, at(T_SEEN))
+    outcome = outcome_of(engine, R, at(T_SEEN))
     assert outcome is not None
     assert outcome.state == "met"
     assert engine.pending() == 0
