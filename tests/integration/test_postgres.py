@@ -496,12 +496,7 @@ def test_golden_outcomes_through_the_database(db: str, shared: Path) -> None:
         [crisiswatch(), "db", "outcomes", "--database-url", db],
         capture_output=True, check=True, timeout=60,
     )  # fmt: skip
-    assert (
-        printed.stdout
-        == (shared / "golden" / "expected_outcomes.csv").read_bytes().replace(b"\n", b"\r\n")
-        or printed.stdout.replace(b"\r\n", b"\n")
-        == (shared / "golden" / "expected_outcomes.csv").read_bytes()
-    )
+    assert printed.stdout == (shared / "golden" / "expected_outcomes.csv").read_bytes()
 
 
 # -- errors ------------------------------------------------------------------------------------
