@@ -546,13 +546,15 @@ def test_on_changes_never_blocks() -> None:
             with pytest.raises(StopIteration):
                 coroutine.send(None)
             elapsed = time.perf_counter() - began
-            assert elapsed < 0.5, f"on_changes took {elapsed * 1000:.0f} ms"
+            # Generous: the proof of not blocking is the StopIteration; this catches a
+            # pathological slowdown (quadratic work), not scheduling noise.
+            assert elapsed < 5, f"on_changes took {elapsed * 1000:.0f} ms"
             assert am.firing == 10_000
 
             await eventually(lambda: am.failed >= 1, "the sender is failing meanwhile")
-            began = time.perf_counter()
-            await am.on_changes(closed, now)
-            assert time.perf_counter() - began < 0.5
+            # Again without suspending, while the sender keeps failing.
+            with pytest.raises(StopIteration):
+                am.on_changes(closed, now).send(None)
             assert (am.firing, am.pending, am.dropped) == (0, 10_000, 0)
         finally:
             await am.stop()
