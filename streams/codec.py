@@ -261,6 +261,7 @@ class Codec:
         # Digits hidden from the scan: JSON escapes (\u0039 is "9") and the NUL bytes between
         # the characters of UTF-16/32 text. Neither is meaningful in a rejected message's text.
         text = unescape_numbers(text.replace("\x00", ""))
+        text = self.pseudonymiser.scrub_exponents(text)
         if "\\" not in text:
             return self.pseudonymiser.scrub(text)
         # Any other escape (JSON's \u00e9, or \x80 for a byte that is not UTF-8) stands for a

@@ -157,6 +157,19 @@ class Pseudonymiser:
         parts.append(text[last:])
         return "".join(parts)
 
+    def scrub_exponents(self, text: str) -> str:
+        """JSON text with each number written with an exponent whose integer value is a valid
+        NHS number (9.434765919e9) replaced by its pseudonym (the raw-text twin of
+        `scrub_tree`'s handling of floats)."""
+        if "e" not in text and "E" not in text:
+            return text
+
+        def replace(match: re.Match[str]) -> str:
+            digits = _integral(match.group())
+            return self.pseudonym(digits) if digits and is_nhs_number(digits) else match.group()
+
+        return _JSON_EXPONENT.sub(replace, text)
+
     def scrub_tree(self, value: Any) -> Any:
         """Scrub every string (and object key) in a parsed JSON value; returns the new value."""
         if isinstance(value, str):
@@ -179,6 +192,26 @@ class Pseudonymiser:
         return value
 
 
+# A JSON number with an exponent, where one can stand (not inside a word or a longer number).
+_JSON_EXPONENT: Final = re.compile(r"(?<![\w.])-?[0-9]+(?:\.[0-9]+)?[eE][+-]?[0-9]+(?![\w.])")
+
+
+def _integral(number: str) -> str | None:
+    """The integer digits of a JSON number with an integral value below 10^16, else None."""
+    try:
+        value = float(number)
+    except (ValueError, OverflowError):
+        return None
+    if not value.is_integer() or abs(value) >= 1e16:
+        return None
+    return str(abs(int(value)))
+
+
+def expand_exponents(text: str) -> str:
+    """`text` with every JSON number with an exponent and an integral value written out."""
+    return _JSON_EXPONENT.sub(lambda m: _integral(m.group()) or m.group(), text)
+
+
 # -- readings of raw bytes ---------------------------------------------------------------------
 
 _BOMS: Final = (
@@ -192,7 +225,7 @@ _BOMS: Final = (
 
 def readings(raw: bytes) -> list[str]:
     """The texts a reader could take `raw` for: UTF-8 (its NULs kept and dropped; as text and
-    as JSON, escapes decoded), UTF-16 and
+    as JSON, escapes decoded and exponents written out), UTF-16 and
     UTF-32 in either byte order at every alignment (so with or without a byte-order mark);
     bytes that are not valid in an encoding read as U+FFFD."""
     found = [raw.decode("utf-8", "replace")]
@@ -202,6 +235,8 @@ def readings(raw: bytes) -> list[str]:
         # As JSON: escapes of digits and joiners decoded, the others (whose hex digits could
         # run into a number: "\u00e99434765919") read as a character that is not a digit.
         found += [_OTHER_ESCAPE.sub("\ufffd", unescape_numbers(text)) for text in found]
+    if b"e" in raw or b"E" in raw:  # as JSON: numbers with exponents written out
+        found += [expanded for text in found if (expanded := expand_exponents(text)) != text]
     for encoding, width in (("utf-16-le", 2), ("utf-16-be", 2), ("utf-32-le", 4), ("utf-32-be", 4)):
         if width == 4 and b"\x00" not in raw:
             continue  # every UTF-32 code unit holds a zero byte
