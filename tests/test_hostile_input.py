@@ -729,13 +729,23 @@ def normalised(text: str) -> str:
     return text
 
 
+# What a number can be written with, in any reading: digits, white space, dashes, dots,
+# slashes and brackets of any script, and JSON escapes (runs of ten or more are kept from the
+# wider readings).
+_NUMBERISH = re.compile(r"(?:[\d\s\-./()\u2010-\u2015\u2212]|\\u[0-9a-fA-F]{4}){10,}")
+
+
 def all_readings(data: bytes) -> str:
     """Every decoding a reader could apply to `data`, one per line: UTF-8 (NULs kept and
-    dropped), UTF-16 and UTF-32 in both byte orders at every alignment (with or without a
-    byte-order mark)."""
-    texts = [data.decode("utf-8", "replace"), data.replace(b"\x00", b"").decode("utf-8", "replace")]
+    dropped), and of UTF-16 and UTF-32 in both byte orders at every alignment (with or
+    without a byte-order mark) the runs that could spell a number (after NFKC)."""
+    texts = [data.decode("utf-8", "replace")]
+    if b"\x00" in data:
+        texts.append(data.replace(b"\x00", b"").decode("utf-8", "replace"))
     for encoding, width in (("utf-16-le", 2), ("utf-16-be", 2), ("utf-32-le", 4), ("utf-32-be", 4)):
-        texts += [data[i:].decode(encoding, "replace") for i in range(width)]
+        for start in range(width):
+            text = unicodedata.normalize("NFKC", data[start:].decode(encoding, "replace"))
+            texts += _NUMBERISH.findall(text)
     return "\n".join(texts)
 
 
@@ -1997,9 +2007,9 @@ def _replay(live: Live, raws: list[bytes], name: str) -> dict[str, str]:
     )
     assert result.returncode == 0, result.stderr.decode()
     return {
-        f"replay {name} stdout/stderr": all_readings(result.stdout + result.stderr),
-        f"replay {name} outcomes": all_readings(out.read_bytes()),
-        f"replay {name} rejects": all_readings(rejects.read_bytes()),
+        f"replay {name} stdout/stderr": (result.stdout + result.stderr).decode(),
+        f"replay {name} outcomes": out.read_text(encoding="utf-8"),
+        f"replay {name} rejects": rejects.read_text(encoding="utf-8"),
     }
 
 
