@@ -10,7 +10,11 @@ say "not sure" for a valid event but must never accept one the schema rejects (p
 against the `jsonschema` reference implementation).
 
 Bad input is data, never an exception: `decode` returns a `Rejection` with a machine-readable
-`reason` (see `REASONS`), the offending field and a human detail.
+`reason` (see `REASONS`), the offending field and a human detail. A missing (tombstone) or
+empty message is rejected as `empty`; and whatever else goes wrong while decoding one message
+(an exception nothing here expected) rejects that message as `internal`, with the exception's
+type as its detail (never its text, which may quote the message), so no message can stop a
+stream.
 
 Order of work per message: size -> JSON (`streams.jsontext`: orjson where it agrees with
 `json`, which decides otherwise; then nesting depth) -> schema -> time -> NHS-number
@@ -34,7 +38,13 @@ import fastjsonschema
 
 from streams import jsontext
 from streams.engine.event import CONTACT, RECEIVED, TRIAGED, UNKNOWN, Event
-from streams.pseudonym import Pseudonymiser, digit_shape, may_contain_shaped
+from streams.pseudonym import (
+    Pseudonymiser,
+    digit_shape,
+    holds_any,
+    may_contain_shaped,
+    unescape_numbers,
+)
 
 SCHEMA_RESOURCE: Final = "schema/referral-event.schema.json"
 
@@ -46,6 +56,8 @@ UNKNOWN_TYPE: Final = "unknown_type"
 MISSING_FIELD: Final = "missing_field"
 BAD_VALUE: Final = "bad_value"
 BAD_TIME: Final = "bad_time"
+EMPTY: Final = "empty"  # no value (a tombstone) or zero bytes
+INTERNAL: Final = "internal"  # an unexpected exception while handling this one message
 REASONS: Final = (
     TOO_LARGE,
     INVALID_JSON,
@@ -54,6 +66,8 @@ REASONS: Final = (
     MISSING_FIELD,
     BAD_VALUE,
     BAD_TIME,
+    EMPTY,
+    INTERNAL,
 )
 
 DEFAULT_MAX_BYTES: Final = 64 * 1024  # an event is a few hundred bytes; refuse megabytes
@@ -67,6 +81,8 @@ MIN_TIME: Final = 946_684_800
 MAX_TIME: Final = 4_102_444_800
 _ENVELOPE_IDENTITY: Final = ("specversion", "id", "source", "type")
 _BOM: Final = b"\xef\xbb\xbf"
+#: The DLQ value (or key) in place of bytes no rewriting made safe (see `Codec.scrub_bytes`).
+WITHHELD: Final = b"(withheld: a reading of this value held an NHS number)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,25 +131,31 @@ class Codec:
         self._fast = _FastCheck(schema())
         self._validate = _full_validator()
 
-    def decode(self, raw: bytes | str) -> Event | Rejection:
+    def decode(self, raw: bytes | str | None) -> Event | Rejection:
         """One message -> an `Event`, or a `Rejection` saying why not."""
         result = self.decode_record(raw)
         return result if isinstance(result, Rejection) else result[0]
 
     def decode_record(
-        self, raw: bytes | str
+        self, raw: bytes | str | None
     ) -> tuple[Event, dict[str, Any], str | None] | Rejection:
         """As `decode`, with the (scrubbed) JSON document kept for the audit log, plus the
         message's own JSON text when that text *is* the document to keep (no NHS number was
         replaced), else None: a store can then keep the text as sent instead of encoding the
         document again."""
-        result = self._decode(raw)
+        if not raw:
+            detail = "no value (a tombstone)" if raw is None else "empty value"
+            return Rejection(EMPTY, None, detail)
+        try:
+            result = self._decode(raw)
+        except Exception as exc:  # one message must never stop the stream
+            return Rejection(INTERNAL, None, type(exc).__name__)
         if isinstance(result, Rejection):
             # A rejection's field path names object keys, and its detail may quote the input
             # (a key, a number): either can be an NHS number, and both travel in DLQ headers.
-            scrub = self.pseudonymiser.scrub
-            field = scrub(result.field) if result.field is not None else None
-            return Rejection(result.reason, field, scrub(result.detail))
+            safe = self.safe_text
+            field = safe(result.field) if result.field is not None else None
+            return Rejection(result.reason, field, safe(result.detail))
         return result
 
     def _decode(self, raw: bytes | str) -> tuple[Event, dict[str, Any], str | None] | Rejection:
@@ -187,16 +209,60 @@ class Codec:
         return self._event(doc, instant), doc, text
 
     def scrub_text(self, raw: bytes | str) -> str:
-        """Raw message text for a DLQ/rejects record: NHS numbers replaced, bad bytes escaped."""
-        text = raw if isinstance(raw, str) else raw.decode("utf-8", errors="backslashreplace")
+        """Raw message text for a rejects record: `scrub_bytes`, read as UTF-8 (bytes that are
+        not UTF-8 shown as \\x escapes)."""
+        data = raw if isinstance(raw, bytes) else raw.encode("utf-8", errors="surrogatepass")
+        return self.scrub_bytes(data)[0].decode("utf-8", errors="backslashreplace")
+
+    def scrub_bytes(self, raw: bytes) -> tuple[bytes, str | None]:
+        """Bytes that may leave the system in place of `raw` (a DLQ value or key), and how they
+        were made: None when they are `raw` as sent or with NHS numbers replaced in place.
+
+        * No reading of `raw` holds a valid NHS number (`pseudonym.holds_any`: UTF-8, UTF-16,
+          UTF-32, NULs dropped, JSON escapes decoded): `raw` itself, byte for byte.
+        * UTF-8 (as the contract requires; the encoding is sniffed from the byte-order mark
+          or the NULs, as RFC 4627 readers do): `raw` with each one replaced by its pseudonym
+          (NULs dropped, JSON escapes of digits decoded).
+        * Another encoding (UTF-16, UTF-32): its text, NHS numbers replaced, written as UTF-8;
+          the second value names the encoding it was read in (a DLQ header says so).
+        * If any reading of the result still held one: `WITHHELD`, and "withheld".
+        """
+        if not holds_any(raw):
+            return raw, None
+        try:
+            encoding = json.detect_encoding(raw)
+            if encoding.startswith("utf-8"):
+                out = self._scrub_decoded(raw.decode("utf-8", errors="backslashreplace"))
+                note = None
+            else:
+                out = self._scrub_decoded(raw.decode(encoding, errors="backslashreplace"))
+                note = encoding
+            scrubbed = out.encode("utf-8", errors="backslashreplace")
+        except Exception:  # (defensive) never let a rewrite stop the stream
+            return WITHHELD, "withheld"
+        if holds_any(scrubbed):
+            return WITHHELD, "withheld"
+        return scrubbed, note
+
+    def safe_text(self, text: str) -> str:
+        """Text for a header (a rejection's field or detail): NHS numbers replaced, and safe in
+        every reading of its UTF-8 bytes."""
+        text = self.pseudonymiser.scrub(text)
+        data = text.encode("utf-8", errors="backslashreplace")
+        if not holds_any(data):
+            return text
+        return self.scrub_bytes(data)[0].decode("utf-8", errors="backslashreplace")
+
+    def _scrub_decoded(self, text: str) -> str:
         # Digits hidden from the scan: JSON escapes (\u0039 is "9") and the NUL bytes between
         # the characters of UTF-16/32 text. Neither is meaningful in a rejected message's text.
-        text = _DIGIT_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text.replace("\x00", ""))
+        text = unescape_numbers(text.replace("\x00", ""))
+        text = self.pseudonymiser.scrub_exponents(text)
         if "\\" not in text:
             return self.pseudonymiser.scrub(text)
-        # Any other escape (JSON's \u00a0, or \x80 for a byte that is not UTF-8) stands for a
+        # Any other escape (JSON's \u00e9, or \x80 for a byte that is not UTF-8) stands for a
         # character that is not a digit, but its hex digits would run into a number right after
-        # it ("\u00a09434765919") and hide it from the scan: scrub between the escapes.
+        # it ("\u00e99434765919") and hide it from the scan: scrub between the escapes.
         scrub = self.pseudonymiser.scrub
         return "".join(p if i % 2 else scrub(p) for i, p in enumerate(_ESCAPE.split(text)))
 
@@ -348,8 +414,6 @@ def _finite_float(text: str) -> float:
 _INF: Final = float("inf")
 
 
-# A JSON escape of a digit, a space or a hyphen: the characters an NHS number is written with.
-_DIGIT_ESCAPE: Final = re.compile(r"\\u(003[0-9]|0020|002[dD])")
 # Any JSON escape, or a backslash-replaced byte (captured: re.split keeps them).
 _ESCAPE: Final = re.compile(r"(\\u[0-9a-fA-F]{4}|\\x[0-9a-fA-F]{2})")
 

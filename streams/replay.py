@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, BinaryIO
 
-from streams.codec import Codec, Rejection
+from streams.codec import INTERNAL, Codec, Rejection
 from streams.engine import COLUMNS, Engine, Outcome, Rules
 
 
@@ -51,20 +51,32 @@ def replay(
     for number, raw in _lines(source, progress):
         result.lines = number
         event = decode(raw)
+        if not isinstance(event, Rejection) and (as_of is None or event.time <= as_of):
+            try:
+                new = ingest(event)
+            except Exception as exc:  # one line must never stop a replay
+                event = Rejection(INTERNAL, None, type(exc).__name__)
+            else:
+                if new is None:
+                    result.duplicates += 1
+                else:
+                    result.accepted += 1
+                continue
         if isinstance(event, Rejection):
             result.rejected += 1
             result.rejections[event.reason] = result.rejections.get(event.reason, 0) + 1
             if rejects is not None:
-                record = {"line": number, **event.to_record(), "text": codec.scrub_text(raw)}
+                text, rewritten = codec.scrub_bytes(raw)
+                record = {
+                    "line": number,
+                    **event.to_record(),
+                    "text": text.decode("utf-8", errors="backslashreplace"),
+                }
+                if rewritten is not None:
+                    record["rewritten"] = rewritten
                 rejects.write(json.dumps(record, ensure_ascii=False) + "\n")
             continue
-        if as_of is not None and event.time > as_of:
-            result.after_as_of += 1
-            continue
-        if ingest(event) is None:
-            result.duplicates += 1
-        else:
-            result.accepted += 1
+        result.after_as_of += 1
     judged_at = as_of if as_of is not None else engine.watermark
     result.judged_at = judged_at
     result.pending = engine.pending()

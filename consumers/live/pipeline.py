@@ -54,12 +54,11 @@ from typing import Any, Final, NamedTuple, ParamSpec, Protocol, TypeAlias, TypeV
 
 from consumers.observe.stats import Stats
 from consumers.store import AuditRow, Batch, ClockRow, clock_row, is_transient
-from streams.codec import Codec, Rejection
+from streams.codec import INTERNAL, Codec, Rejection
 from streams.engine import Change, Engine, Event, Outcome
 from streams.engine.event import RECEIVED, UNKNOWN
 from streams.engine.outcome import MET, NOT_MET
 from streams.errors import ServiceError
-from streams.pseudonym import may_contain
 
 log = logging.getLogger("crisiswatch.pipeline")
 P = ParamSpec("P")
@@ -74,7 +73,7 @@ class Message(NamedTuple):
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone
 
 
 class Record(Protocol):
@@ -88,12 +87,13 @@ class Record(Protocol):
     @property
     def key(self) -> bytes | None: ...
     @property
-    def value(self) -> bytes: ...
+    def value(self) -> bytes | None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A refused message for the DLQ: the original bytes (NHS numbers replaced) and why."""
+    """A refused message for the DLQ: the original bytes (NHS numbers replaced) and why;
+    `notes` are extra headers (how a value or key was rewritten: `Codec.scrub_bytes`)."""
 
     key: bytes | None
     value: bytes
@@ -102,6 +102,7 @@ class DeadLetter:
     detail: str
     partition: int
     offset: int
+    notes: tuple[tuple[str, str], ...] = ()
 
 
 class ClockStore(Protocol):
@@ -360,10 +361,18 @@ class Pipeline:
         engine = self.engine
         now = int(self.clock())
         touched: dict[str, None] = {}  # insertion-ordered set
-        for message, event, _, _ in accepted:
+        merged: list[tuple[Record, Event, dict[str, Any], str | None]] = []
+        for item in accepted:
+            message, event = item[0], item[1]
             touched[event.referral_id] = None
             self._partition_of[event.referral_id] = message.partition
-            if engine.ingest(event) is None:
+            try:
+                clock = engine.ingest(event)
+            except Exception as exc:  # one message must never stop the stream
+                dead.append(self._internal(message, exc, "merging"))
+                continue
+            merged.append(item)
+            if clock is None:
                 self.stats.duplicates += 1
             else:
                 self.stats.events[event.type] += 1
@@ -372,7 +381,20 @@ class Pipeline:
                     self.stats.received[key] += 1
                 if self.stats.last_event_time is None or event.time > self.stats.last_event_time:
                     self.stats.last_event_time = event.time
-        changes = [c for c in (engine.refresh(r, now) for r in touched) if c is not None]
+        changes = []
+        for referral_id in touched:
+            try:
+                change = engine.refresh(referral_id, now)
+            except Exception as exc:  # nor one referral
+                # Its clock is dropped from memory (PostgreSQL keeps the last good one) and
+                # this batch's events for it are dead-lettered rather than half applied.
+                engine.evict(referral_id)
+                failed = [m for m in merged if m[1].referral_id == referral_id]
+                dead += [self._internal(m[0], exc, "judging") for m in failed]
+                merged = [m for m in merged if m[1].referral_id != referral_id]
+                continue
+            if change is not None:
+                changes.append(change)
 
         audit = [
             AuditRow(
@@ -385,7 +407,7 @@ class Pipeline:
                 message.offset,
                 document if text is None else text,
             )
-            for message, event, document, text in accepted
+            for message, event, document, text in merged
         ]
         positions = {(self.topic, p): offset for p, offset in expected.items() if p not in rewind}
         await self._emit(changes, dead, now)
@@ -475,13 +497,18 @@ class Pipeline:
         self.stats.last_write = self.clock()
 
     def _dead_letter(self, message: Record, rejection: Rejection) -> DeadLetter:
-        # Key and value as sent, except NHS numbers (publishers key by referral id, which a
-        # source could fill with one).
-        value, key = message.value, message.key
-        if may_contain(value):
-            value = self.codec.scrub_text(value).encode("utf-8", errors="surrogateescape")
-        if key is not None and may_contain(key):
-            key = self.codec.scrub_text(key).encode("utf-8", errors="surrogateescape")
+        # Key and value as sent, except NHS numbers in any reading of them (publishers key by
+        # referral id, which a source could fill with one): `Codec.scrub_bytes`.
+        notes: list[tuple[str, str]] = []
+        value = message.value if message.value is not None else b""
+        value, how = self.codec.scrub_bytes(value)
+        if how is not None:
+            notes.append(("value-rewritten", how))
+        key = message.key
+        if key is not None:
+            key, how = self.codec.scrub_bytes(key)
+            if how is not None:
+                notes.append(("key-rewritten", how))
         return DeadLetter(
             key,
             value,
@@ -490,7 +517,21 @@ class Pipeline:
             rejection.detail,
             message.partition,
             message.offset,
+            tuple(notes),
         )
+
+    def _internal(self, message: Record, exc: Exception, doing: str) -> DeadLetter:
+        """A dead letter for a message whose handling raised (the type only: the text of an
+        exception may quote the message)."""
+        log.error(
+            "partition %d offset %d: %s while %s; dead-lettered",
+            message.partition,
+            message.offset,
+            type(exc).__name__,
+            doing,
+        )
+        self.stats.rejected[INTERNAL] += 1
+        return self._dead_letter(message, Rejection(INTERNAL, None, type(exc).__name__))
 
     async def _retrying(
         self, what: str, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs

@@ -142,6 +142,7 @@ class KafkaSink:
             ]
             if letter.field is not None:
                 headers.append(("field", letter.field.encode()))
+            headers += [(name, value.encode()) for name, value in letter.notes]
             letters.append((letter.key, letter.value, headers))
         futures += await self._send(self._dlq, letters)
         if futures:
