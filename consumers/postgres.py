@@ -74,6 +74,7 @@ from streams.errors import ConfigurationError, ServiceError, ServiceUnavailableE
 from streams.jsontext import dumps_text
 
 __all__ = [
+    "CLOCKS_CHANNEL",
     "PENDING",
     "AuditRow",
     "Batch",
@@ -91,6 +92,8 @@ __all__ = [
 #: The `clocks.state` of a referral whose `referral.received` has not arrived yet.
 PENDING: Final = "pending"
 
+# LISTEN/NOTIFY channel: each batch that writes clocks notifies it (consumers/board/feed.py).
+CLOCKS_CHANNEL: Final = "crisiswatch_clocks"
 # pg_advisory_lock key that serialises migrators (the ASCII of "crisiswa" as a bigint).
 MIGRATION_LOCK_KEY: Final = 0x6372697369737761
 # Seconds libpq waits for a connection before giving up, unless the URL says otherwise.
@@ -449,6 +452,8 @@ class Store:
                         for values in clocks:
                             copy.write_row(values)
                     cursor.execute(_INSERT_CLOCKS)
+                    # Delivered on commit, once per transaction: the board's change feed.
+                    cursor.execute("NOTIFY " + CLOCKS_CHANNEL)
                 if positions:
                     cursor.execute(
                         _UPSERT_POSITIONS,

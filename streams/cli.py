@@ -283,6 +283,7 @@ def _settings(model: type[Any]) -> Any:
 
 # The pipeline's operator commands (imports inside them keep `crisiswatch --help` fast).
 from benchmarks.command import bench  # noqa: E402
+from consumers.board.command import board  # noqa: E402
 from consumers.commands import db, publish, simulate, topics  # noqa: E402
 from consumers.export import export  # noqa: E402
 from consumers.rules_command import rules  # noqa: E402
@@ -296,6 +297,7 @@ cli.add_command(rules)
 cli.add_command(export)
 cli.add_command(dashboards)
 cli.add_command(bench)
+cli.add_command(board)
 
 
 def main(argv: list[str] | None = None) -> None:
