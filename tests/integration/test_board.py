@@ -406,8 +406,16 @@ def test_bad_input_gets_a_clear_answer(system: dict[str, Any]) -> None:
         system["proxy"] + "/api/summary",
         {"X-Forwarded-User": "a", "X-Forwarded-Groups": "crisiswatch-england\x7f"},
     )
+    assert status == 400  # refused by the HTTP parser itself
+    assert "X-Forwarded-Groups" in body
+    status, body = fetch(
+        system["proxy"] + "/api/summary",
+        {"X-Forwarded-User": "jos\u00e9", "X-Forwarded-Groups": "crisiswatch-england"},
+    )
     assert status == 400
-    assert "malformed X-Forwarded-Groups" in body
+    assert json.loads(body) == {
+        "error": "malformed X-Forwarded-User header: control or non-ASCII characters"
+    }
     import http.client
     from urllib.parse import urlsplit
 
