@@ -63,7 +63,8 @@ SELECT %(prefix)s || i, i %% 12,
        CASE WHEN %(open)s THEN s.start + interval '7201 seconds' END,
        %(state)s, %(open)s, '{}'::jsonb
 FROM generate_series(1, %(n)s) AS i,
-     LATERAL (SELECT now() - make_interval(secs => %(newest)s
+     -- `i * 0` makes the subquery depend on the row: one random start per clock.
+     LATERAL (SELECT now() - make_interval(secs => %(newest)s + i * 0
                                                   + random() * (%(oldest)s - %(newest)s)))
              AS s(start)
 """

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from consumers.board.auth import Viewer
-from consumers.board.database import Database
+from consumers.board.database import Connection, Database
 from consumers.board.live import (
     Area,
     Hour,
@@ -35,19 +35,28 @@ UNKNOWN_REGION: Final = "unknown"
 # (CONTRACT section 1); only England-wide viewers see those.
 _SCOPE: Final = "(%(everything)s OR coalesce(region, 'unknown') = ANY(%(regions)s::text[]))"
 
+# Two parts, so each can use its index: open clocks (the partial index on is_open) and clocks
+# stopped today (the index on clock_stop).
 _SUMMARY: Final = f"""
-SELECT coalesce(region, 'unknown'),
-       count(*) FILTER (WHERE is_open AND (clock_start IS NULL OR clock_start > %(risk_from)s)),
-       count(*) FILTER (WHERE is_open AND clock_start <= %(risk_from)s
-                                      AND clock_start > %(breach_from)s),
-       count(*) FILTER (WHERE is_open AND clock_start <= %(breach_from)s),
-       count(*) FILTER (WHERE NOT is_open),
-       count(*) FILTER (WHERE NOT is_open AND state = 'met')
-FROM clocks
-WHERE clock_type = '{CLOCK_UCR}'
-  AND ((is_open AND state <> 'pending')
-       OR (state IN ('met', 'not_met') AND clock_stop >= %(midnight)s AND clock_stop <= %(now)s))
-  AND {_SCOPE}
+SELECT region, sum(waiting)::bigint, sum(at_risk)::bigint, sum(breached)::bigint,
+       sum(stopped)::bigint, sum(met)::bigint
+FROM (
+    SELECT coalesce(region, 'unknown') AS region,
+           count(*) FILTER (WHERE clock_start IS NULL OR clock_start > %(risk_from)s) AS waiting,
+           count(*) FILTER (WHERE clock_start <= %(risk_from)s
+                                  AND clock_start > %(breach_from)s) AS at_risk,
+           count(*) FILTER (WHERE clock_start <= %(breach_from)s) AS breached,
+           0 AS stopped, 0 AS met
+    FROM clocks
+    WHERE is_open AND state <> 'pending' AND clock_type = '{CLOCK_UCR}' AND {_SCOPE}
+    GROUP BY 1
+    UNION ALL
+    SELECT coalesce(region, 'unknown'), 0, 0, 0, count(*), count(*) FILTER (WHERE state = 'met')
+    FROM clocks
+    WHERE clock_stop >= %(midnight)s AND clock_stop <= %(now)s AND clock_type = '{CLOCK_UCR}'
+      AND state IN ('met', 'not_met') AND {_SCOPE}
+    GROUP BY 1
+) AS parts
 GROUP BY 1
 """
 
@@ -79,7 +88,10 @@ WHERE clock_type = '{CLOCK_UCR}' AND state IN ('met', 'not_met')
 GROUP BY 1
 """
 
-_FRESHNESS: Final = f"SELECT max(updated_at) FROM clocks WHERE {_SCOPE}"
+# When the worker last committed a batch (it moves its positions in every batch transaction):
+# one row per partition, so this costs nothing however many clocks there are. It says when data
+# last arrived, nothing about any region's referrals.
+_FRESHNESS: Final = "SELECT max(updated_at) FROM consumer_positions"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +102,7 @@ class Board:
     areas: list[Area]
     items: list[Item]
     hours: list[Hour]
-    last_update: int | None  # when the worker last wrote a clock this viewer may see
+    last_update: int | None  # when the worker last committed a batch (None: never)
 
 
 def region_names() -> dict[str, str]:
@@ -129,14 +141,32 @@ class Queries:
 
     async def summary(self, viewer: Viewer, now: int) -> list[Area]:
         async with self.database.connection() as conn:
-            cursor = await conn.execute(_SUMMARY, self._params(viewer, now))
-            rows = await cursor.fetchall()
-        return summarise(viewer, rows)
+            return await self._summary(conn, viewer, now)
 
     async def worklist(self, viewer: Viewer, now: int, region: str | None = None) -> list[Item]:
         async with self.database.connection() as conn:
-            cursor = await conn.execute(_WORKLIST, self._params(viewer, now, region=region))
-            rows = await cursor.fetchall()
+            return await self._worklist(conn, viewer, now, region)
+
+    async def board(self, viewer: Viewer, now: int, region: str | None = None) -> Board:
+        """Everything on the page, on one connection."""
+        async with self.database.connection() as conn:
+            return Board(
+                now,
+                await self._summary(conn, viewer, now),
+                await self._worklist(conn, viewer, now, region),
+                await self._trend(conn, viewer, now),
+                await self._last_update(conn),
+            )
+
+    async def _summary(self, conn: Connection, viewer: Viewer, now: int) -> list[Area]:
+        cursor = await conn.execute(_SUMMARY, self._params(viewer, now))
+        return summarise(viewer, await cursor.fetchall())
+
+    async def _worklist(
+        self, conn: Connection, viewer: Viewer, now: int, region: str | None
+    ) -> list[Item]:
+        cursor = await conn.execute(_WORKLIST, self._params(viewer, now, region=region))
+        rows = await cursor.fetchall()
         rules = self.rules
         items = [
             item
@@ -147,39 +177,28 @@ class Queries:
         items.sort(key=lambda item: (item.deadline, item.referral_id))
         return items
 
-    async def trend(self, viewer: Viewer, now: int) -> list[Hour]:
+    async def _trend(self, conn: Connection, viewer: Viewer, now: int) -> list[Hour]:
         params = self._params(viewer, now)
-        async with self.database.connection() as conn:
-            received = dict(await (await conn.execute(_TREND_RECEIVED, params)).fetchall())
-            cursor = await conn.execute(_TREND_STOPPED, params)
-            stopped = {hour: (n, met) for hour, n, met in await cursor.fetchall()}
+        cursor = await conn.execute(_TREND_RECEIVED, params)
+        received: dict[int, int] = {int(h): int(n) for h, n in await cursor.fetchall()}
+        cursor = await conn.execute(_TREND_STOPPED, params)
+        stopped = {int(h): (int(n), int(met)) for h, n, met in await cursor.fetchall()}
         midnight, _ = today(self.rules, now)
         hours: list[Hour] = []
         start = midnight - midnight % 3600
         while start <= now:
             # Whole hours of elapsed time from midnight: a DST change day has 23 or 25 rows.
             n, met = stopped.get(start, (0, 0))
-            hours.append(
-                Hour(local_hour(self.rules, start), int(received.get(start, 0)), int(n), int(met))
-            )
+            hours.append(Hour(local_hour(self.rules, start), received.get(start, 0), n, met))
             start += 3600
         return hours
 
-    async def last_update(self, viewer: Viewer) -> int | None:
-        async with self.database.connection() as conn:
-            cursor = await conn.execute(_FRESHNESS, self._params(viewer, 0))
-            row = await cursor.fetchone()
+    @staticmethod
+    async def _last_update(conn: Connection) -> int | None:
+        cursor = await conn.execute(_FRESHNESS)
+        row = await cursor.fetchone()
         value = row[0] if row is not None else None
         return int(value.timestamp()) if isinstance(value, datetime) else None
-
-    async def board(self, viewer: Viewer, now: int, region: str | None = None) -> Board:
-        return Board(
-            now,
-            await self.summary(viewer, now),
-            await self.worklist(viewer, now, region),
-            await self.trend(viewer, now),
-            await self.last_update(viewer),
-        )
 
 
 def summarise(viewer: Viewer, rows: list[tuple[Any, ...]]) -> list[Area]:

@@ -22,7 +22,7 @@ from streams.engine.outcome import AT_RISK, BREACHED, CLOCK_REABLEMENT
 # stopped.
 STALE_AFTER_SECONDS: Final = 600
 # Rows of the worklist drawn on the page (all of them are in /api/worklist).
-PAGE_ROWS: Final = 500
+PAGE_ROWS: Final = 200
 FRAGMENTS: Final = ("status", "tiles", "worklist", "trend")
 
 STATE_WORDS: Final = {AT_RISK: "At risk", BREACHED: "Breached"}
