@@ -5,7 +5,8 @@ clocks (delivered on commit, once per transaction). The feed LISTENs on a connec
 own and recomputes on each notification, and also every `tick` seconds with no notification,
 because live state moves with the wall clock: a clock crossing 90 minutes must turn at risk on
 an open page with no event arriving. Notifications are coalesced: at most one recomputation
-per `min_interval`, however fast the worker commits.
+per `min_interval`, however fast the worker commits. A new subscriber to a key already
+followed gets that key's latest message (at most a tick old) rather than a build of its own.
 
 What: subscribers are grouped by key (the viewer's regions and the page's region filter).
 Each recomputation builds one message per key in use (so 50 pages of one scope cost one set
@@ -31,7 +32,7 @@ from consumers.postgres import CLOCKS_CHANNEL as CHANNEL
 log = logging.getLogger(__name__)
 
 TICK_SECONDS: Final = 2.0  # recompute at least this often (time-driven state changes)
-MIN_INTERVAL_SECONDS: Final = 0.5  # and at most this often (bursts of worker commits)
+MIN_INTERVAL_SECONDS: Final = 1.0  # and at most this often (bursts of worker commits)
 RETRY_SECONDS: Final = 2.0  # between attempts to re-LISTEN after losing the connection
 
 K = TypeVar("K", bound=Hashable)
@@ -62,7 +63,9 @@ class Feed(Generic[K]):
         self._min_interval = min_interval
         self._wake = asyncio.Event()
         self._subscribers: dict[K, set[asyncio.Queue[Message]]] = {}
-        self._last: dict[K, str] = {}
+        self._last: dict[K, str] = {}  # fingerprint of the last message pushed, per key
+        self._latest: dict[K, Message] = {}  # the last message built, per key followed
+        self._building: dict[K, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.listening = False
 
@@ -88,7 +91,7 @@ class Feed(Generic[K]):
     async def subscribe(self, key: K) -> AsyncIterator[asyncio.Queue[Message]]:
         """A queue that gets the current message at once, then each change for `key`."""
         queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=1)
-        queue.put_nowait(await self._build(key))
+        queue.put_nowait(await self._current(key))
         self._subscribers.setdefault(key, set()).add(queue)
         try:
             yield queue
@@ -99,6 +102,19 @@ class Feed(Generic[K]):
                 if not queues:
                     del self._subscribers[key]
                     self._last.pop(key, None)
+                    self._latest.pop(key, None)
+
+    async def _current(self, key: K) -> Message:
+        """The latest message of a key already followed (at most a tick old, and refreshed
+        on the next one); else one built now, once however many subscribe at the same time."""
+        latest = self._latest.get(key)
+        if latest is not None:
+            return latest
+        async with self._building.setdefault(key, asyncio.Lock()):
+            latest = self._latest.get(key)
+            if latest is None:
+                latest = self._latest[key] = await self._build(key)
+        return latest
 
     def notify(self) -> None:
         """Recompute soon (what a NOTIFY does)."""
@@ -132,6 +148,8 @@ class Feed(Generic[K]):
                 except Exception:
                     log.exception("board: building a live update failed")
                     continue
+                if key in self._subscribers:
+                    self._latest[key] = message
                 if message.fingerprint == self._last.get(key):
                     continue
                 self._last[key] = message.fingerprint
