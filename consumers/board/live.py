@@ -10,10 +10,9 @@ and breached from the local midnight ending it (midnights in the rules' time zon
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import time
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from streams.engine import Clock, Rules, format_instant
 from streams.engine.outcome import AT_RISK, BREACHED, CLOCK_REABLEMENT, CLOCK_UCR, WAITING
@@ -60,9 +59,9 @@ def local_hour(rules: Rules, instant: int) -> str:
     return datetime.fromtimestamp(instant, rules.zone).strftime("%H:00")
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One open clock on the worklist, judged at `now`."""
+class Item(NamedTuple):
+    """One open clock on the worklist, judged at `now` (a tuple: thousands are built per
+    answer)."""
 
     referral_id: str
     pathway: str
@@ -125,7 +124,7 @@ def judge(
         start,
         deadline,
         (now - start) // 60,
-        math.floor((deadline - now) / 60),
+        (deadline - now) // 60,  # floor division: 30 s over is -1 minute
     )
 
 
