@@ -44,7 +44,7 @@ class View:
         )
         env.filters["clock"] = self.clock
         env.filters["pct"] = _pct_text
-        env.filters["left"] = _left_text
+        env.filters["left"] = time_left_text
         env.filters["pathway"] = _pathway_text
         env.filters["number"] = lambda n: f"{n:,}"
         env.globals["STATE_WORDS"] = STATE_WORDS
@@ -98,7 +98,7 @@ def _pct_text(value: float | None) -> str:
     return "no clocks stopped" if value is None else f"{value:.1f}%"
 
 
-def _left_text(minutes: int) -> str:
+def time_left_text(minutes: int) -> str:
     if minutes >= 0:
         return f"{_duration(minutes)} left"
     return f"{_duration(-minutes)} over"
