@@ -13,7 +13,6 @@ from typing import Any, Final
 import jinja2
 
 from consumers.board.auth import Viewer
-from consumers.board.live import pct
 from consumers.board.query import Board, area_codes, region_names
 from streams.engine import Rules
 from streams.engine.outcome import AT_RISK, BREACHED, CLOCK_REABLEMENT
@@ -117,4 +116,4 @@ def _pathway_text(clock_type: str) -> str:
     return "2-day reablement" if clock_type == CLOCK_REABLEMENT else "2-hour response"
 
 
-__all__ = ["STALE_AFTER_SECONDS", "View", "pct"]
+__all__ = ["PAGE_ROWS", "STALE_AFTER_SECONDS", "View", "time_left_text"]
