@@ -286,6 +286,7 @@ def _settings(model: type[Any]) -> Any:
 
 
 # The pipeline's operator commands (imports inside them keep `crisiswatch --help` fast).
+from consumers.cli.board import board  # noqa: E402
 from consumers.cli.commands import db, publish, simulate, topics  # noqa: E402
 from consumers.cli.dashboards import dashboards  # noqa: E402
 from consumers.cli.export import export  # noqa: E402
@@ -298,6 +299,7 @@ cli.add_command(simulate)
 cli.add_command(rules)
 cli.add_command(export)
 cli.add_command(dashboards)
+cli.add_command(board)
 
 
 def _add_developer_commands() -> None:

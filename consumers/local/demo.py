@@ -63,6 +63,8 @@ def run_demo(options: DemoOptions) -> None:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with contextlib.ExitStack() as stack:
+            board_port = free_port()
+            click.echo(f"demo: operations board at http://127.0.0.1:{board_port}/ (live shortly)")
             kafka = options.kafka
             if kafka is None:
                 broker = stack.enter_context(EmbeddedBroker())
@@ -77,6 +79,7 @@ def run_demo(options: DemoOptions) -> None:
                 kafka, {EVENTS_TOPIC: PARTITIONS, OUTCOMES_TOPIC: PARTITIONS, DLQ_TOPIC: 1}
             )
             migrate(database_url)
+            stack.enter_context(_board(database_url, board_port))
             metrics_port = free_port()
             worker = stack.enter_context(_worker(kafka, database_url, metrics_port))
             failures: list[BaseException] = []
@@ -139,6 +142,24 @@ def _worker(kafka: str, database_url: str, metrics_port: int) -> Iterator[subpro
         reap(process, 20.0)
 
 
+@contextlib.contextmanager
+def _board(database_url: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """`crisiswatch board` on loopback (no sign-in) for the demo's database."""
+    log = Path(tempfile.gettempdir()) / f"crisiswatch-demo-board-{os.getpid()}.log"
+    with log.open("ab") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "consumers.cli", "board", "--database-url", database_url,
+             "--host", "127.0.0.1", "--port", str(port), "--auth", "none"],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        yield process
+    finally:
+        reap(process, 10.0)
+
+
 def _guarded(failures: list[BaseException], stop: threading.Event, target: Any, *args: Any) -> None:
     """Run `target`; on failure keep the exception and stop the demo (no thread traceback)."""
     try:
@@ -184,7 +205,8 @@ def summary(database_url: str, rules: Rules, now: int | None = None) -> str:
     stamp = datetime.fromtimestamp(instant, rules.zone).strftime("%H:%M:%S %Z")
     lines = [
         f"\n{stamp}  {counts.events} events stored",
-        f"{'region':<26}{'waiting':>9}{'at risk':>9}{'breached':>10}{'stopped':>9}{'% met':>8}",
+        f"{'region':<26}{'waiting':>9}{'at risk':>9}{'breached':>10}{'stopped':>9}"
+        f"{'% met of stopped':>18}{'projected % met':>17}",
     ]
     for region in [*counts.regions(), None]:
         name = "England" if region is None else names.get(region, region)
@@ -195,11 +217,21 @@ def summary(database_url: str, rules: Rules, now: int | None = None) -> str:
                 counts.open_in(region, AT_RISK),
                 counts.open_in(region, BREACHED),
                 *counts.stopped_in(region),
+                counts.breached_ucr_in(region),
             )
         )
+    lines.append(
+        "2-hour (type-05) clocks today. % met of stopped: met / stopped today; projected % met:"
+        " met / (stopped + open breached), counting every open breached clock as not met."
+    )
     return "\n".join(lines)
 
 
-def _row(name: str, waiting: int, at_risk: int, breached: int, stopped: int, met: int) -> str:
+def _row(
+    name: str, waiting: int, at_risk: int, breached: int, stopped: int, met: int, breached_05: int
+) -> str:
     pct = f"{100 * met / stopped:.1f}" if stopped else "-"
-    return f"{name[:25]:<26}{waiting:>9}{at_risk:>9}{breached:>10}{stopped:>9}{pct:>8}"
+    projected = f"{100 * met / (stopped + breached_05):.1f}" if stopped + breached_05 else "-"
+    return (
+        f"{name[:25]:<26}{waiting:>9}{at_risk:>9}{breached:>10}{stopped:>9}{pct:>18}{projected:>17}"
+    )

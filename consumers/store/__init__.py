@@ -7,10 +7,11 @@ and connections.
 
 from consumers.store.connect import blocking_session, check_url, is_transient, with_database
 from consumers.store.migrate import Migration, migrate, migrations
-from consumers.store.postgres import Store
+from consumers.store.postgres import CLOCKS_CHANNEL, Store
 from consumers.store.rows import PENDING, AuditRow, Batch, ClockRow, Counts, clock_row
 
 __all__ = [
+    "CLOCKS_CHANNEL",
     "PENDING",
     "AuditRow",
     "Batch",

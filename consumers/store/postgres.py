@@ -68,10 +68,13 @@ from consumers.store.connect import (
 )
 from consumers.store.rows import PENDING, AuditRow, Batch, ClockRow, Counts
 from streams.engine import Clock, Outcome, Rules
-from streams.engine.outcome import CLOCK_REABLEMENT, CLOCK_UCR, OPEN_STATES
+from streams.engine.outcome import BREACHED, CLOCK_REABLEMENT, CLOCK_UCR, OPEN_STATES
 from streams.jsontext import dumps_text
 
-__all__ = ["Store"]
+__all__ = ["CLOCKS_CHANNEL", "Store"]
+
+# LISTEN/NOTIFY channel: each batch that writes clocks notifies it (the board's change feed).
+CLOCKS_CHANNEL: Final = "crisiswatch_clocks"
 
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 
@@ -277,6 +280,8 @@ class Store:
                         for values in clocks:
                             copy.write_row(values)
                     cursor.execute(_INSERT_CLOCKS)
+                    # Delivered on commit, once per transaction: the board's change feed.
+                    cursor.execute("NOTIFY " + CLOCKS_CHANNEL)
                 if positions:
                     cursor.execute(
                         _UPSERT_POSITIONS,
@@ -300,16 +305,21 @@ class Store:
         midnight = self.rules.local_instant(self.rules.local_date(now), _MIDNIGHT)
         async with self._session("counting clocks") as conn:
             cursor = await conn.execute(
-                "SELECT coalesce(region, 'unknown'), state, count(*) FROM clocks"
-                " WHERE is_open GROUP BY 1, 2"
+                "SELECT coalesce(region, 'unknown'), state, count(*),"
+                " count(*) FILTER (WHERE clock_type = %s) FROM clocks"
+                " WHERE is_open GROUP BY 1, 2",
+                (CLOCK_UCR,),
             )
             open_clocks: dict[tuple[str, str], int] = {}
+            breached_ucr: dict[str, int] = {}
             pending = 0
-            for region, state, count in await cursor.fetchall():
+            for region, state, count, ucr in await cursor.fetchall():
                 if state == PENDING:
                     pending += int(count)
                 else:
                     open_clocks[(region, state)] = int(count)
+                    if state == BREACHED and ucr:
+                        breached_ucr[region] = int(ucr)
             cursor = await conn.execute(
                 "SELECT coalesce(region, 'unknown'), count(*),"
                 " count(*) FILTER (WHERE state = 'met') FROM clocks"
@@ -326,7 +336,7 @@ class Store:
             cursor = await conn.execute("SELECT count(*) FROM events")
             row = await cursor.fetchone()
             events = int(row[0]) if row is not None else 0
-        return Counts(open_clocks, pending, stopped, met, events)
+        return Counts(open_clocks, pending, stopped, met, events, breached_ucr)
 
     async def outcome_rows(self) -> list[list[str]]:
         """Every referral's stored outcome as a CONTRACT section 2 CSV row, by referral id.

@@ -82,6 +82,7 @@ class Counts:
     stopped_today: dict[str, int]  # region -> type-05 clocks stopped since local midnight
     met_today: dict[str, int]  # region -> of those, met
     events: int = 0  # events in the audit log
+    breached_ucr: dict[str, int] = field(default_factory=dict)  # region -> open breached type 05
 
     def regions(self) -> list[str]:
         """Every region with an open or stopped clock, sorted (`unknown` included)."""
@@ -100,6 +101,19 @@ class Counts:
         if region is not None:
             return self.stopped_today.get(region, 0), self.met_today.get(region, 0)
         return sum(self.stopped_today.values()), sum(self.met_today.values())
+
+    def breached_ucr_in(self, region: str | None) -> int:
+        """Open breached type-05 clocks, in `region` or (None) in all of England."""
+        if region is not None:
+            return self.breached_ucr.get(region, 0)
+        return sum(self.breached_ucr.values())
+
+    @property
+    def projected_pct_met_today(self) -> float | None:
+        """% met today counting every open breached type-05 clock as not met (None: neither)."""
+        stopped, met = self.stopped_in(None)
+        judged = stopped + self.breached_ucr_in(None)
+        return 100.0 * met / judged if judged else None
 
     @property
     def pct_met_today(self) -> float | None:

@@ -34,10 +34,13 @@ DEVELOPER_COMMANDS = {"bench"}
 
 
 def copy_sources(dockerfile: Path) -> list[str]:
-    """The sources of the Dockerfile's COPY lines from the build context (not `--from` stages)."""
+    """The sources of the final stage's COPY lines from the build context (not `--from`)."""
     sources: list[str] = []
     for line in dockerfile.read_text(encoding="utf-8").splitlines():
         words = line.split()
+        if words and words[0].upper() == "FROM":
+            sources = []  # only the final stage's files make the image
+            continue
         if not words or words[0].upper() != "COPY":
             continue
         args = [w for w in words[1:] if not w.startswith("--")]
@@ -78,7 +81,12 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for source in sources:
         origin = REPO / source
         if origin.is_dir():
-            shutil.copytree(origin, context / source, ignore=shutil.ignore_patterns("__pycache__"))
+            # .dockerignore keeps these out of the build context.
+            shutil.copytree(
+                origin,
+                context / source,
+                ignore=shutil.ignore_patterns("__pycache__", "node_modules"),
+            )
         else:
             shutil.copy2(origin, context / source)
     wheel = build_wheel(context, root / "dist")
