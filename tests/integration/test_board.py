@@ -20,12 +20,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from consumers.cli.options import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from consumers.kafka.admin import create_topics
 from consumers.local.embedded import EmbeddedBroker
 from consumers.store import migrate
 from streams.engine import Clock, Event, Rules
 from streams.engine.event import CONTACT, RECEIVED, TRIAGED
+from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from tests.integration.board_support import (
     BoardProcess,
     axe_violations,
