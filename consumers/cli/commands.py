@@ -95,9 +95,11 @@ def create_topics_command(
     changed) and reported.
     """
     from consumers.kafka.admin import TopicAdminError, create_topics, describe_partitions
+    from consumers.kafka.diagnose import preflight
 
     bootstrap = bootstrap_servers(kafka)
     names = (EVENTS_TOPIC, OUTCOMES_TOPIC, DLQ_TOPIC)
+    preflight(bootstrap, kafka_security)
     try:
         created = create_topics(
             bootstrap,

@@ -16,6 +16,8 @@ protocol to see where it breaks:
    step; SCRAM-SHA-256/512 through the RFC 5802 exchange (the client's proof, and the server's
    signature checked). A refusal names the mechanism and the user, never the password.
 
+`preflight` runs the same steps *before* a TLS or SASL client starts, and raises what it finds.
+
 Only the Kafka protocol's framing and these three requests are spoken (request header v1,
 ApiVersions v0, SaslHandshake v1, SaslAuthenticate v0). Nothing here raises: `diagnose` returns
 the first problem it finds, or None when every step worked (the failure lies elsewhere).
@@ -37,7 +39,7 @@ from typing import Final
 from consumers.kafka.security import KafkaSecurity, Mechanism
 from streams.errors import ServiceError, ServiceUnavailableError
 
-__all__ = ["connection_error", "diagnose"]
+__all__ = ["connection_error", "diagnose", "preflight"]
 
 #: Kafka API keys and error code used here.
 _API_VERSIONS: Final = 18
@@ -87,6 +89,21 @@ def connection_error(
     return ServiceError(cause)
 
 
+def preflight(bootstrap: str, security: KafkaSecurity, timeout_s: float = 5.0) -> None:
+    """Before a client starts: raise the diagnosed error if no bootstrap server completes the
+    TLS and SASL steps. Only for TLS or SASL (a PLAINTEXT client reports its own failures):
+    kafka-python does not time out a TLS handshake that never completes (a TLS client on a
+    plaintext port), so the cause must be found before it is asked to connect."""
+    if security.security_protocol == "PLAINTEXT":
+        return
+    cause = diagnose(bootstrap, security, timeout_s)
+    if cause is None:
+        return
+    if cause.endswith("cannot connect (Connection refused)") or "no TCP connection" in cause:
+        raise ServiceUnavailableError(cause)
+    raise ServiceError(cause)
+
+
 def _probe(host: str, port: int, security: KafkaSecurity, timeout_s: float) -> None:
     try:
         raw = socket.create_connection((host, port), timeout=timeout_s)
@@ -113,7 +130,7 @@ def _handshake(
         tls = context.wrap_socket(raw, server_hostname=host)
     except ssl.SSLCertVerificationError as exc:
         raise _RefusedError(
-            f"TLS certificate not accepted: {exc.verify_message or exc.reason} "
+            f"TLS certificate not accepted: {(exc.verify_message or exc.reason).rstrip('.')} "
             "(check CRISISWATCH_KAFKA_SSL_CAFILE and the broker's certificate)"
         ) from None
     except ssl.SSLError as exc:

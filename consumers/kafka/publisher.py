@@ -199,6 +199,9 @@ class EventPublisher:
             errors.KafkaConnectionError,
             getattr(errors, "NoBrokersAvailable", errors.KafkaTimeoutError),
         )
+        from consumers.kafka.diagnose import preflight
+
+        preflight(self.bootstrap, self.security)
         # Ask which topics exist first: Tansu creates any topic a producer asks metadata for
         # (with its own partition count), so a typo would silently make a new topic.
         try:

@@ -353,6 +353,9 @@ def check_broker(config: WorkerConfig, timeout_s: float = BROKER_CHECK_TIMEOUT_S
     library = logging.getLogger("kafka")
     level = library.level
     library.setLevel(logging.CRITICAL)
+    from consumers.kafka.diagnose import preflight
+
+    preflight(config.kafka, config.kafka_security)
     try:
         topics = list_topics(config.kafka, timeout_s=timeout_s, security=config.kafka_security)
     except TopicAdminError as exc:

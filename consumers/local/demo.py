@@ -30,6 +30,7 @@ from typing import Any
 import click
 
 from consumers.kafka.admin import create_topics
+from consumers.kafka.diagnose import preflight
 from consumers.kafka.publisher import EventPublisher
 from consumers.kafka.security import KafkaSecurity
 from consumers.local.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, reap
@@ -77,6 +78,7 @@ def run_demo(options: DemoOptions) -> None:
                 postgres = stack.enter_context(EmbeddedPostgres())
                 database_url = postgres.url
                 click.echo(f"demo: embedded PostgreSQL at {database_url}")
+            preflight(kafka, security)  # a certificate or password problem: one line, now
             create_topics(
                 kafka,
                 {EVENTS_TOPIC: PARTITIONS, OUTCOMES_TOPIC: PARTITIONS, DLQ_TOPIC: 1},
