@@ -103,6 +103,7 @@ refused with 4xx), and the gauges `firing` and `pending`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -352,8 +353,11 @@ class AlertmanagerNotifier:
         self.clock = clock
         self.username = username
         self._ssl_context = ssl_context
-        self._auth = (
-            aiohttp.BasicAuth(username, password.get_secret_value())
+        # The Authorization header, built here (aiohttp's BasicAuth is deprecated); it is sent,
+        # never logged.
+        self._authorization = (
+            "Basic "
+            + base64.b64encode(f"{username}:{password.get_secret_value()}".encode()).decode()
             if username is not None and password is not None
             else None
         )
@@ -397,8 +401,10 @@ class AlertmanagerNotifier:
             return
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.timeout),
-            headers={"Content-Type": "application/json"},
-            auth=self._auth,
+            headers={
+                "Content-Type": "application/json",
+                **({"Authorization": self._authorization} if self._authorization else {}),
+            },
             connector=(
                 aiohttp.TCPConnector(ssl=self._ssl_context)
                 if self._ssl_context is not None
