@@ -87,7 +87,7 @@ def topics() -> None:
     help="retention.ms of each new topic, in hours.",
 )
 def create_topics_command(
-    kafka: str, kafka_security: KafkaSecurity, partitions: int, retention_hours: int
+    kafka: str, kafka_security: KafkaSecurity | None, partitions: int, retention_hours: int
 ) -> None:
     """Create referral-events, referral-outcomes and referral-events-dlq.
 
@@ -99,7 +99,8 @@ def create_topics_command(
 
     bootstrap = bootstrap_servers(kafka)
     names = (EVENTS_TOPIC, OUTCOMES_TOPIC, DLQ_TOPIC)
-    preflight(bootstrap, kafka_security)
+    if kafka_security is not None:
+        preflight(bootstrap, kafka_security)
     try:
         created = create_topics(
             bootstrap,
@@ -126,7 +127,7 @@ def create_topics_command(
         click.echo(f"{name} already exists ({have} partitions{note})")
 
 
-def _admin_error(exc: Exception, bootstrap: str, security: KafkaSecurity) -> ServiceError:
+def _admin_error(exc: Exception, bootstrap: str, security: KafkaSecurity | None) -> ServiceError:
     from consumers.kafka.diagnose import connection_error
     from consumers.kafka.publisher import _kafka
 
@@ -166,7 +167,9 @@ def migrate_command(database_url: str) -> None:
 @kafka_security_options
 @topic_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-def publish(file: Path, kafka: str, kafka_security: KafkaSecurity, topic: str, quiet: bool) -> None:
+def publish(
+    file: Path, kafka: str, kafka_security: KafkaSecurity | None, topic: str, quiet: bool
+) -> None:
     """Send an NDJSON event file to Kafka, one message per line, keyed by referral id.
 
     Every line is checked first (CONTRACT section 1); bad lines are reported on standard error
@@ -313,7 +316,7 @@ def _stop_on_sigint() -> Iterator[threading.Event]:
 @click.option("--quiet", "-q", is_flag=True, help="No progress or status lines.")
 def simulate(
     kafka: str,
-    kafka_security: KafkaSecurity,
+    kafka_security: KafkaSecurity | None,
     topic: str,
     speed: float,
     duration: float,
@@ -414,7 +417,7 @@ def _simulate_to_kafka(
     *,
     realtime: bool,
     quiet: bool,
-    security: KafkaSecurity,
+    security: KafkaSecurity | None,
 ) -> None:
     from tqdm import tqdm
 

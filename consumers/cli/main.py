@@ -185,7 +185,7 @@ def replay(
 )  # fmt: skip
 def worker(
     kafka: str,
-    kafka_security: KafkaSecurity,
+    kafka_security: KafkaSecurity | None,
     database_url: str,
     group: str,
     batch_size: int,
@@ -209,6 +209,7 @@ def worker(
     """
     import tempfile
 
+    from consumers.kafka.security import KafkaSecurity
     from consumers.live.worker import WorkerConfig, run
     from consumers.observe.alertmanager import AlertmanagerAccess
     from consumers.observe.logs import configure_logging
@@ -240,7 +241,7 @@ def worker(
             metrics_host=metrics_host,
             alertmanager_url=alertmanager_url,
             dashboard_url=dashboard_url,
-            kafka_security=kafka_security,
+            kafka_security=kafka_security or KafkaSecurity.plaintext(),
             alertmanager_access=access,
             alertmanager_password=password,
         )
@@ -270,7 +271,7 @@ def worker(
 @click.option("--seed", type=int, default=None, help="Simulator seed (default: random).")
 def demo(
     kafka: str | None,
-    kafka_security: KafkaSecurity,
+    kafka_security: KafkaSecurity | None,
     database_url: str | None,
     speed: float,
     duration: float | None,
@@ -286,6 +287,7 @@ def demo(
     """
     import secrets
 
+    from consumers.kafka.security import KafkaSecurity
     from consumers.local.demo import DemoOptions, run_demo
     from streams.settings import RulesSettings
 
@@ -293,7 +295,7 @@ def demo(
         DemoOptions(
             kafka=kafka,
             database_url=database_url,
-            kafka_security=kafka_security,
+            kafka_security=kafka_security or KafkaSecurity.plaintext(),
             speed=speed,
             duration=duration,
             refresh=refresh,

@@ -58,15 +58,19 @@ alertmanager_option = click.option(
 
 def kafka_security_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """The Kafka TLS and SASL options (CONTRACT section 7), each with its environment variable,
-    collapsed into one `kafka_security: KafkaSecurity` argument of the command (the password
-    read from its file once, here at the entry point)."""
+    collapsed into one `kafka_security: KafkaSecurity | None` argument of the command (None:
+    PLAINTEXT; the password read from its file once, here at the entry point)."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from consumers.kafka.security import KafkaSecurity
-
         values = {name: kwargs.pop(f"kafka_{name}") for name in _SECURITY_FIELDS}
-        kwargs["kafka_security"] = KafkaSecurity.load(**values)
+        if all(value is None for value in values.values()):
+            # Nothing set: PLAINTEXT, without importing pydantic-settings (commands start fast).
+            kwargs["kafka_security"] = None
+        else:
+            from consumers.kafka.security import KafkaSecurity
+
+            kwargs["kafka_security"] = KafkaSecurity.load(**values)
         return function(*args, **kwargs)
 
     for option in reversed(_SECURITY_OPTIONS):

@@ -18,9 +18,7 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
-
-from consumers.kafka.security import KafkaSecurity
+from typing import TYPE_CHECKING, Any
 
 with warnings.catch_warnings():
     # kafka-python 3.0 loads its protocol schemas with importlib.resources.read_text /
@@ -31,6 +29,9 @@ with warnings.catch_warnings():
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+
+if TYPE_CHECKING:
+    from consumers.kafka.security import KafkaSecurity
 
 __all__ = [
     "TopicAdminError",
@@ -54,7 +55,7 @@ def _admin(bootstrap: str, timeout_s: float, security: KafkaSecurity | None) -> 
     ``security``: TLS and SASL settings (``consumers.kafka.security``); PLAINTEXT when None.
     """
     timeout_ms = max(1, int(timeout_s * 1000))
-    options = (security or KafkaSecurity.plaintext()).kafka_python()
+    options = security.kafka_python() if security is not None else {}
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=bootstrap,

@@ -54,22 +54,15 @@ class _RefusedError(Exception):
     """One step failed; the message is the cause (no broker name: the caller adds it)."""
 
 
+class _UnreachableError(_RefusedError):
+    """No TCP connection at all."""
+
+
 def diagnose(bootstrap: str, security: KafkaSecurity, timeout_s: float = 5.0) -> str | None:
     """The cause of a failed connection to `bootstrap` as `"Kafka broker HOST:PORT: cause"`,
     or None if every bootstrap server completed the steps (module docstring)."""
-    causes = []
-    for server in (part.strip() for part in bootstrap.split(",")):
-        host, _, port = server.rpartition(":")
-        host = host.strip("[]")
-        try:
-            _probe(host, int(port), security, timeout_s)
-        except _RefusedError as exc:
-            causes.append(f"Kafka broker {server}: {exc}")
-        except ValueError:
-            causes.append(f"Kafka broker {server}: not HOST:PORT")
-        else:
-            return None  # one server works: the client's failure is not a connection problem
-    return causes[0] if causes else None
+    found = _diagnosis(bootstrap, security, timeout_s)
+    return None if found is None else f"Kafka broker {found[1]}: {found[2]}"
 
 
 def connection_error(
@@ -78,15 +71,13 @@ def connection_error(
     """The error to raise after a client failed to bootstrap from `bootstrap` within
     `waited_s`: the diagnosed cause (`ServiceError`), else `ServiceUnavailableError`."""
     settings = security or KafkaSecurity.plaintext()
-    cause = diagnose(bootstrap, settings)
-    if cause is None:
+    found = _diagnosis(bootstrap, settings, 5.0)
+    if found is None or not found[0]:
+        detail = f" ({found[2]})" if found is not None else ""
         return ServiceUnavailableError(
-            f"cannot reach Kafka at {bootstrap}: no broker answered within {waited_s:g} s"
-            + (f" ({settings.describe()})" if settings.security_protocol != "PLAINTEXT" else "")
+            f"cannot reach Kafka at {bootstrap}: no broker answered within {waited_s:g} s{detail}"
         )
-    if cause.endswith("cannot connect (Connection refused)") or "no TCP connection" in cause:
-        return ServiceUnavailableError(cause)
-    return ServiceError(cause)
+    return ServiceError(f"Kafka broker {found[1]}: {found[2]}")
 
 
 def preflight(bootstrap: str, security: KafkaSecurity, timeout_s: float = 5.0) -> None:
@@ -96,21 +87,43 @@ def preflight(bootstrap: str, security: KafkaSecurity, timeout_s: float = 5.0) -
     plaintext port), so the cause must be found before it is asked to connect."""
     if security.security_protocol == "PLAINTEXT":
         return
-    cause = diagnose(bootstrap, security, timeout_s)
-    if cause is None:
+    found = _diagnosis(bootstrap, security, timeout_s)
+    if found is None:
         return
-    if cause.endswith("cannot connect (Connection refused)") or "no TCP connection" in cause:
-        raise ServiceUnavailableError(cause)
-    raise ServiceError(cause)
+    reachable, server, cause = found
+    if not reachable:
+        raise ServiceUnavailableError(f"cannot reach Kafka at {bootstrap}: {server}: {cause}")
+    raise ServiceError(f"Kafka broker {server}: {cause}")
+
+
+def _diagnosis(
+    bootstrap: str, security: KafkaSecurity, timeout_s: float
+) -> tuple[bool, str, str] | None:
+    """(whether TCP connected, server, cause) of the first server's failure; None if one
+    server completed every step."""
+    failures: list[tuple[bool, str, str]] = []
+    for server in (part.strip() for part in bootstrap.split(",")):
+        host, _, port = server.rpartition(":")
+        try:
+            _probe(host.strip("[]"), int(port), security, timeout_s)
+        except _UnreachableError as exc:
+            failures.append((False, server, str(exc)))
+        except _RefusedError as exc:
+            failures.append((True, server, str(exc)))
+        except ValueError:
+            failures.append((False, server, "not HOST:PORT"))
+        else:
+            return None  # one server works: the client's failure is not a connection problem
+    return failures[0] if failures else None
 
 
 def _probe(host: str, port: int, security: KafkaSecurity, timeout_s: float) -> None:
     try:
         raw = socket.create_connection((host, port), timeout=timeout_s)
     except TimeoutError:
-        raise _RefusedError(f"no TCP connection within {timeout_s:g} s") from None
+        raise _UnreachableError(f"no TCP connection within {timeout_s:g} s") from None
     except OSError as exc:
-        raise _RefusedError(f"cannot connect ({exc.strerror or type(exc).__name__})") from None
+        raise _UnreachableError(f"cannot connect ({exc.strerror or type(exc).__name__})") from None
     with contextlib.ExitStack() as stack:
         sock: socket.socket = stack.enter_context(raw)
         if security.tls:

@@ -24,12 +24,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Protocol, Self
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self
 
-from consumers.kafka.security import KafkaSecurity
 from streams.codec import Codec, Rejection
 from streams.errors import ConfigurationError, ServiceError
 from streams.pseudonym import may_contain
+
+if TYPE_CHECKING:
+    from consumers.kafka.security import KafkaSecurity
 
 __all__ = [
     "EventPublisher",
@@ -174,7 +176,7 @@ class EventPublisher:
         security: KafkaSecurity | None = None,
     ) -> None:
         self.bootstrap = bootstrap
-        self.security = security or KafkaSecurity.plaintext()
+        self.security = security  # None: PLAINTEXT
         self.topic = topic
         self.sent = 0
         self.failed = 0
@@ -201,7 +203,8 @@ class EventPublisher:
         )
         from consumers.kafka.diagnose import preflight
 
-        preflight(self.bootstrap, self.security)
+        if self.security is not None:
+            preflight(self.bootstrap, self.security)
         # Ask which topics exist first: Tansu creates any topic a producer asks metadata for
         # (with its own partition count), so a typo would silently make a new topic.
         try:
@@ -230,7 +233,7 @@ class EventPublisher:
                 compression_type=self._compression,
                 bootstrap_timeout_ms=max(1, int(self._connect_timeout_s * 1000)),
                 max_block_ms=int(MAX_BLOCK_S * 1000),
-                **self.security.kafka_python(),
+                **(self.security.kafka_python() if self.security is not None else {}),
             )
         except unreachable as exc:
             raise self._unavailable() from exc
