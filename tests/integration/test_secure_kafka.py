@@ -344,3 +344,54 @@ def test_sasl_client_on_a_broker_without_sasl(
     with tls_broker(tmp_path / "broker", pki.server) as b:
         result = run(witness, "topics", "create", "--kafka", b.plain, *args)
         one_line_failure(result, b.plain, "does not accept SASL PLAIN")
+
+
+def test_demo_against_an_external_broker_over_mutual_tls(
+    pki: Pki, new_database: Callable[[], str], tmp_path: Path, witness: Witness
+) -> None:
+    """`crisiswatch demo --kafka` with the security options: topics, simulator feed and its
+    worker process all connect through the mutual-TLS listener."""
+    url = new_database()
+    with tls_broker(tmp_path / "broker", pki.server, client_ca=pki.ca) as b:
+        result = subprocess.run(
+            [crisiswatch(), "demo", "--kafka", b.tls, *tls_args(pki, client=True),
+             "--database-url", url, "--duration", "15", "--refresh", "5", "--speed", "20",
+             "--seed", "7"],
+            capture_output=True, text=True, timeout=180, check=False,
+            env={**os.environ, "CRISISWATCH_METRICS_PORT": "0"},
+        )  # fmt: skip
+    witness.add("demo stdout", result.stdout)
+    witness.add("demo stderr", result.stderr)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "demo: stopped cleanly" in result.stdout
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM events").fetchone()
+    assert row is not None
+    assert row[0] > 0
+
+
+def test_the_password_is_in_no_argument_or_environment_of_a_process(
+    password_file: Path, tmp_path: Path, witness: Witness, new_database: Callable[[], str]
+) -> None:
+    """What `ps` (or /proc) shows of a SASL worker: the password file's path, not the password."""
+    env = {
+        **os.environ,
+        "CRISISWATCH_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "CRISISWATCH_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+        "CRISISWATCH_KAFKA_SASL_USERNAME": "alice",
+        "CRISISWATCH_KAFKA_SASL_PASSWORD_FILE": str(password_file),
+    }
+    with sasl_broker(tmp_path / "broker") as kafka:
+        process = subprocess.Popen(
+            [crisiswatch(), "worker", "--kafka", kafka, "--database-url", new_database()],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        )  # fmt: skip
+        seen = []
+        for name in ("cmdline", "environ"):
+            seen.append(Path(f"/proc/{process.pid}/{name}").read_bytes())
+        out, err = process.communicate(timeout=60)
+    for text in (*seen, out, err):
+        witness.add("worker process", text)
+    assert str(password_file).encode() in seen[1]
+    assert process.returncode == 1
+    assert b"SCRAM-SHA-256 credentials of user 'alice' refused" in err
