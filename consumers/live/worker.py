@@ -331,15 +331,18 @@ def check_settings(config: WorkerConfig) -> None:
             continue
         try:
             parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError for a bad port
         except ValueError as exc:
             raise ConfigurationError(f"{name}: {value!r} is not a URL ({exc})") from exc
-        if parts.username is not None or parts.password is not None:
+        if "@" in parts.netloc:
             # Never quoted: the URL holds a password. Credentials come from files.
             raise ConfigurationError(
                 f"{name}: credentials in the URL are refused (use "
                 "CRISISWATCH_ALERTMANAGER_USERNAME and CRISISWATCH_ALERTMANAGER_PASSWORD_FILE)"
             )
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError as exc:
+            raise ConfigurationError(f"{name}: {value!r} is not a URL ({exc})") from exc
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigurationError(f"{name}: {value!r} is not an http(s)://HOST[:PORT] URL")
 

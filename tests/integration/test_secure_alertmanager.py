@@ -230,9 +230,13 @@ def test_a_certificate_from_another_ca_is_reported(
             ["--alertmanager-url", f"https://{USER}:{ALERTMANAGER_PASSWORD}@127.0.0.1:9093"],
             "credentials in the URL are refused",
         ),
+        (
+            ["--alertmanager-url", f"https://{USER}:{ALERTMANAGER_PASSWORD}@127.0.0.1:99999"],
+            "credentials in the URL are refused",
+        ),
         (["--alertmanager-username", USER], "go together"),
     ],
-    ids=["password-in-url", "user-without-password-file"],
+    ids=["password-in-url", "password-in-url-with-a-bad-port", "user-without-password-file"],
 )
 def test_bad_alertmanager_settings_exit_2_without_the_password(
     args: list[str], message: str, witness: Witness
