@@ -7,8 +7,9 @@ the demo) cannot drift apart:
 * `ssl_context()` builds the one `ssl.SSLContext` both libraries get: the system's trust store,
   or only the PEM bundle of `ssl_cafile` when given; certificate *and* hostname verified
   (`check_hostname`, `CERT_REQUIRED`), TLS 1.2 at least; with `ssl_certfile`/`ssl_keyfile`, the
-  client certificate of mutual TLS. Neither library's own `ssl_*` options are used: those
-  differ between them (kafka-python checks hostnames only when told to).
+  client certificate of mutual TLS. Neither library's own certificate-file options
+  (`ssl_cafile`, ...) are used: they differ between the two. kafka-python also gets
+  `ssl_check_hostname=True`, which it checks besides the context.
 * `kafka_python()`, `aiokafka()` and `faust_credentials()` are the keyword arguments (or the
   credentials object) of each library, all derived from the same fields.
 
@@ -20,7 +21,7 @@ the password in a message.
 
 Bad settings (a protocol or mechanism that does not exist, a CA file that is not PEM, a key that
 does not match its certificate, SASL without a username or password file) are
-`ConfigurationError`: exit 2 before any connection is tried.
+`ConfigurationError`, raised by `load` at the entry point: exit 2 before any connection is tried.
 """
 
 from __future__ import annotations
@@ -160,6 +161,7 @@ class KafkaSecurity(BaseSettings):
             name = ENVIRONMENT.get(where, where)
             message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
             raise ConfigurationError(f"{name}: {message}" if name else message) from None
+        settings.ssl_context()  # the CA and client files load now, or exit 2 now
         if settings.sasl_password_file is None:
             return settings
         path = settings.sasl_password_file

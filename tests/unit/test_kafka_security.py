@@ -120,14 +120,13 @@ def test_mutual_tls_loads_the_client_pair_and_refuses_a_mismatch(pki: Pki) -> No
         ssl_keyfile=pki.client.key,
     )
     assert good.ssl_context() is not None
-    bad = KafkaSecurity.load(
-        security_protocol="SSL",
-        ssl_cafile=pki.ca,
-        ssl_certfile=pki.client.cert,
-        ssl_keyfile=pki.server.key,
-    )
     with pytest.raises(ConfigurationError, match="cannot load the client certificate") as caught:
-        bad.ssl_context()
+        KafkaSecurity.load(  # checked when loaded, at the entry point: exit 2
+            security_protocol="SSL",
+            ssl_cafile=pki.ca,
+            ssl_certfile=pki.client.cert,
+            ssl_keyfile=pki.server.key,
+        )
     assert "PRIVATE KEY" not in str(caught.value)
 
 
