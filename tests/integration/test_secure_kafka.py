@@ -395,3 +395,24 @@ def test_the_password_is_in_no_argument_or_environment_of_a_process(
     assert str(password_file).encode() in seen[1]
     assert process.returncode == 1
     assert b"SCRAM-SHA-256 credentials of user 'alice' refused" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--kafka-security-protocol", "SSL", "--kafka-ssl-cafile", "/etc/hostname"],
+         "CRISISWATCH_KAFKA_SSL_CAFILE: /etc/hostname is not a readable PEM bundle"),
+        (["--kafka-security-protocol", "SASL_SSL", "--kafka-sasl-mechanism", "PLAIN"],
+         "CRISISWATCH_KAFKA_SASL_USERNAME is required"),
+        (["--kafka-sasl-mechanism", "GSSAPI"], "--kafka-sasl-mechanism"),
+    ],
+    ids=["ca-not-pem", "sasl-without-user", "unsupported-mechanism"],
+)  # fmt: skip
+def test_bad_security_settings_exit_2_in_one_line(
+    args: list[str], message: str, witness: Witness
+) -> None:
+    for command in (["topics", "create"], ["publish", os.devnull], ["simulate"], ["worker"]):
+        result = run(witness, *command, "--kafka", "127.0.0.1:9", *args)
+        assert result.returncode == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert message in result.stderr
