@@ -25,17 +25,17 @@ from typing import TYPE_CHECKING, Any, Final
 
 import click
 
-from consumers.cli.options import database_option, kafka_option
+from consumers.cli.options import database_option, kafka_option, kafka_security_options
 from consumers.kafka.address import bootstrap_servers
 from streams.errors import (
     InputError,
     ServiceError,
-    ServiceUnavailableError,
 )
 from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 
 if TYPE_CHECKING:
     from consumers.kafka.publisher import EventPublisher, PublishReport
+    from consumers.kafka.security import KafkaSecurity
     from streams.simulation import SimulatedLine, SimulationConfig
 
 __all__ = ["db", "publish", "simulate", "topics"]
@@ -69,6 +69,7 @@ def topics() -> None:
 
 @topics.command("create")
 @kafka_option
+@kafka_security_options
 @click.option(
     "--partitions",
     type=click.IntRange(min=1),
@@ -85,30 +86,38 @@ def topics() -> None:
     show_default=True,
     help="retention.ms of each new topic, in hours.",
 )
-def create_topics_command(kafka: str, partitions: int, retention_hours: int) -> None:
+def create_topics_command(
+    kafka: str, kafka_security: KafkaSecurity | None, partitions: int, retention_hours: int
+) -> None:
     """Create referral-events, referral-outcomes and referral-events-dlq.
 
     Idempotent: a topic that already exists is left as it is (its partition count is not
     changed) and reported.
     """
     from consumers.kafka.admin import TopicAdminError, create_topics, describe_partitions
+    from consumers.kafka.diagnose import preflight
 
     bootstrap = bootstrap_servers(kafka)
     names = (EVENTS_TOPIC, OUTCOMES_TOPIC, DLQ_TOPIC)
+    if kafka_security is not None:
+        preflight(bootstrap, kafka_security)
     try:
         created = create_topics(
             bootstrap,
             dict.fromkeys(names, partitions),
             retention_ms=retention_hours * 3_600_000,
             timeout_s=ADMIN_TIMEOUT_S,
+            security=kafka_security,
         )
         existing = {
-            name: describe_partitions(bootstrap, name, timeout_s=ADMIN_TIMEOUT_S)
+            name: describe_partitions(
+                bootstrap, name, timeout_s=ADMIN_TIMEOUT_S, security=kafka_security
+            )
             for name in names
             if name not in created
         }
     except TopicAdminError as exc:
-        raise _admin_error(exc, bootstrap) from exc
+        raise _admin_error(exc, bootstrap, kafka_security) from exc
     for name in names:
         if name in created:
             click.echo(f"created {name} ({partitions} partitions, retention {retention_hours} h)")
@@ -118,14 +127,13 @@ def create_topics_command(kafka: str, partitions: int, retention_hours: int) -> 
         click.echo(f"{name} already exists ({have} partitions{note})")
 
 
-def _admin_error(exc: Exception, bootstrap: str) -> ServiceError:
+def _admin_error(exc: Exception, bootstrap: str, security: KafkaSecurity | None) -> ServiceError:
+    from consumers.kafka.diagnose import connection_error
     from consumers.kafka.publisher import _kafka
 
     _, errors = _kafka()
     if isinstance(exc.__cause__, errors.KafkaTimeoutError | errors.KafkaConnectionError):
-        return ServiceUnavailableError(
-            f"cannot reach Kafka at {bootstrap}: no broker answered within {ADMIN_TIMEOUT_S:g} s"
-        )
+        return connection_error(bootstrap, security, ADMIN_TIMEOUT_S)
     return ServiceError(str(exc))
 
 
@@ -199,9 +207,12 @@ def outcomes_command(database_url: str, out: Path) -> None:
 @click.command()
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @kafka_option
+@kafka_security_options
 @topic_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-def publish(file: Path, kafka: str, topic: str, quiet: bool) -> None:
+def publish(
+    file: Path, kafka: str, kafka_security: KafkaSecurity | None, topic: str, quiet: bool
+) -> None:
     """Send an NDJSON event file to Kafka, one message per line, keyed by referral id.
 
     Every line is checked first (CONTRACT section 1); bad lines are reported on standard error
@@ -222,7 +233,7 @@ def publish(file: Path, kafka: str, topic: str, quiet: bool) -> None:
     codec = Codec()
     with (
         source,
-        EventPublisher(bootstrap, topic) as publisher,
+        EventPublisher(bootstrap, topic, security=kafka_security) as publisher,
         _stop_on_sigint() as stop,
         tqdm(
             total=size,
@@ -302,6 +313,7 @@ def _stop_on_sigint() -> Iterator[threading.Event]:
 
 @click.command()
 @kafka_option
+@kafka_security_options
 @topic_option
 @click.option(
     "--speed",
@@ -347,6 +359,7 @@ def _stop_on_sigint() -> Iterator[threading.Event]:
 @click.option("--quiet", "-q", is_flag=True, help="No progress or status lines.")
 def simulate(
     kafka: str,
+    kafka_security: KafkaSecurity | None,
     topic: str,
     speed: float,
     duration: float,
@@ -382,7 +395,14 @@ def simulate(
     if out is not None:
         _simulate_to_file(config, out, quiet=quiet)
     else:
-        _simulate_to_kafka(config, bootstrap_servers(kafka), topic, realtime=realtime, quiet=quiet)
+        _simulate_to_kafka(
+            config,
+            bootstrap_servers(kafka),
+            topic,
+            realtime=realtime,
+            quiet=quiet,
+            security=kafka_security,
+        )
 
 
 def _parse_start(value: str | None) -> datetime:
@@ -434,7 +454,13 @@ def _simulate_to_file(config: SimulationConfig, out: Path, *, quiet: bool) -> No
 
 
 def _simulate_to_kafka(
-    config: SimulationConfig, bootstrap: str, topic: str, *, realtime: bool, quiet: bool
+    config: SimulationConfig,
+    bootstrap: str,
+    topic: str,
+    *,
+    realtime: bool,
+    quiet: bool,
+    security: KafkaSecurity | None,
 ) -> None:
     from tqdm import tqdm
 
@@ -444,7 +470,9 @@ def _simulate_to_kafka(
 
     codec = Codec()
     with (
-        EventPublisher(bootstrap, topic, client_id="crisiswatch-simulator") as publisher,
+        EventPublisher(
+            bootstrap, topic, client_id="crisiswatch-simulator", security=security
+        ) as publisher,
         _stop_on_sigint() as stop,
     ):
         if not quiet:

@@ -12,19 +12,26 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
 
 from consumers.cli.options import (
+    alertmanager_cafile_option,
     alertmanager_option,
+    alertmanager_password_file_option,
+    alertmanager_username_option,
     database_option,
     kafka_option,
+    kafka_security_options,
     metrics_host_option,
     metrics_port_option,
 )
 from streams.errors import ConfigurationError, CrisiswatchError, InputError
+
+if TYPE_CHECKING:
+    from consumers.kafka.security import KafkaSecurity
 
 
 def _parse_instant(value: str, option: str) -> int:
@@ -146,6 +153,7 @@ def replay(
 
 @cli.command()
 @kafka_option
+@kafka_security_options
 @database_option
 @click.option("--group", default="crisiswatch", show_default=True, help="Consumer group id.")
 @click.option(
@@ -168,12 +176,16 @@ def replay(
 @metrics_port_option
 @metrics_host_option
 @alertmanager_option
+@alertmanager_cafile_option
+@alertmanager_username_option
+@alertmanager_password_file_option
 @click.option(
     "--dashboard-url", envvar="CRISISWATCH_DASHBOARD_URL", show_envvar=True, default=None,
     metavar="URL", help="Operations dashboard linked from alerts.",
 )  # fmt: skip
 def worker(
     kafka: str,
+    kafka_security: KafkaSecurity | None,
     database_url: str,
     group: str,
     batch_size: int,
@@ -183,17 +195,23 @@ def worker(
     metrics_port: int,
     metrics_host: str,
     alertmanager_url: str | None,
+    alertmanager_cafile: Path | None,
+    alertmanager_username: str | None,
+    alertmanager_password_file: Path | None,
     dashboard_url: str | None,
 ) -> None:
     """The live stream worker: referral-events -> clocks -> referral-outcomes and PostgreSQL.
 
     Scale out by running more workers with the same --group (up to one per partition).
     SIGTERM drains: the batch in flight is written, the worker leaves the group, exit 0.
-    Exit 2: a malformed setting; 1: the broker or database cannot be reached.
+    Exit 2: a malformed setting; 1: the broker or database cannot be reached, a certificate
+    does not verify or credentials are refused (one line naming the broker and the cause).
     """
     import tempfile
 
+    from consumers.kafka.security import KafkaSecurity
     from consumers.live.worker import WorkerConfig, run
+    from consumers.observe.alertmanager import AlertmanagerAccess
     from consumers.observe.logs import configure_logging
     from streams.codec import Codec
     from streams.settings import PrivacySettings, RulesSettings
@@ -204,6 +222,9 @@ def worker(
         raise ConfigurationError(f"--log-level / CRISISWATCH_LOG_LEVEL: {exc}") from exc
     rules = _settings(RulesSettings).rules()
     codec = Codec(_settings(PrivacySettings).pseudonymiser())
+    access, password = AlertmanagerAccess.load(
+        alertmanager_cafile, alertmanager_username, alertmanager_password_file
+    )
     # Faust wants a directory; with none given, a temporary one that goes when the worker does
     # (nothing in it matters: state lives in PostgreSQL).
     with contextlib.ExitStack() as stack:
@@ -220,6 +241,9 @@ def worker(
             metrics_host=metrics_host,
             alertmanager_url=alertmanager_url,
             dashboard_url=dashboard_url,
+            kafka_security=kafka_security or KafkaSecurity.plaintext(),
+            alertmanager_access=access,
+            alertmanager_password=password,
         )
         run(config, rules, codec)
 
@@ -229,6 +253,7 @@ def worker(
     "--kafka", envvar="CRISISWATCH_KAFKA", show_envvar=True, default=None, metavar="HOST:PORT",
     help="Use this broker instead of starting an embedded one.",
 )  # fmt: skip
+@kafka_security_options
 @click.option(
     "--database-url", envvar="CRISISWATCH_DATABASE_URL", show_envvar=True, default=None,
     metavar="URL", help="Use this PostgreSQL instead of starting an embedded one.",
@@ -246,6 +271,7 @@ def worker(
 @click.option("--seed", type=int, default=None, help="Simulator seed (default: random).")
 def demo(
     kafka: str | None,
+    kafka_security: KafkaSecurity | None,
     database_url: str | None,
     speed: float,
     duration: float | None,
@@ -256,10 +282,12 @@ def demo(
 
     Nothing to install: an embedded Kafka-protocol broker and PostgreSQL start on free
     loopback ports unless --kafka / --database-url are given. Prints a live summary by
-    region; Ctrl-C stops everything cleanly.
+    region; Ctrl-C stops everything cleanly. The --kafka-* security options apply to a broker
+    given with --kafka (the embedded one is plaintext on loopback).
     """
     import secrets
 
+    from consumers.kafka.security import KafkaSecurity
     from consumers.local.demo import DemoOptions, run_demo
     from streams.settings import RulesSettings
 
@@ -267,6 +295,7 @@ def demo(
         DemoOptions(
             kafka=kafka,
             database_url=database_url,
+            kafka_security=kafka_security or KafkaSecurity.plaintext(),
             speed=speed,
             duration=duration,
             refresh=refresh,

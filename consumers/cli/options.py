@@ -3,6 +3,11 @@ variable (CONTRACT section 3), shown in `--help`."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import click
 
 kafka_option = click.option(
@@ -48,4 +53,127 @@ alertmanager_option = click.option(
     default=None,
     metavar="URL",
     help="Alertmanager to post per-referral alerts to (none when unset).",
+)
+
+
+def kafka_security_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The Kafka TLS and SASL options (CONTRACT section 7), each with its environment variable,
+    collapsed into one `kafka_security: KafkaSecurity | None` argument of the command (None:
+    PLAINTEXT; the password read from its file once, here at the entry point)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(f"kafka_{name}") for name in _SECURITY_FIELDS}
+        if all(value is None for value in values.values()):
+            # Nothing set: PLAINTEXT, without importing pydantic-settings (commands start fast).
+            kwargs["kafka_security"] = None
+        else:
+            from consumers.kafka.security import KafkaSecurity
+
+            kwargs["kafka_security"] = KafkaSecurity.load(**values)
+        return function(*args, **kwargs)
+
+    for option in reversed(_SECURITY_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+_SECURITY_FIELDS = (
+    "security_protocol",
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "sasl_mechanism",
+    "sasl_username",
+    "sasl_password_file",
+)
+_FILE = click.Path(dir_okay=False, path_type=Path)
+_SECURITY_OPTIONS = (
+    click.option(
+        "--kafka-security-protocol",
+        envvar="CRISISWATCH_KAFKA_SECURITY_PROTOCOL",
+        show_envvar=True,
+        type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"], case_sensitive=False),
+        default=None,
+        help="How to talk to the brokers  [default: PLAINTEXT].",
+    ),
+    click.option(
+        "--kafka-ssl-cafile",
+        envvar="CRISISWATCH_KAFKA_SSL_CAFILE",
+        show_envvar=True,
+        type=_FILE,
+        default=None,
+        metavar="PEM",
+        help="CA bundle that verifies the brokers (default: the system's); hostname checked.",
+    ),
+    click.option(
+        "--kafka-ssl-certfile",
+        envvar="CRISISWATCH_KAFKA_SSL_CERTFILE",
+        show_envvar=True,
+        type=_FILE,
+        default=None,
+        metavar="PEM",
+        help="Client certificate (mutual TLS; with --kafka-ssl-keyfile).",
+    ),
+    click.option(
+        "--kafka-ssl-keyfile",
+        envvar="CRISISWATCH_KAFKA_SSL_KEYFILE",
+        show_envvar=True,
+        type=_FILE,
+        default=None,
+        metavar="PEM",
+        help="Private key of the client certificate (unencrypted PEM).",
+    ),
+    click.option(
+        "--kafka-sasl-mechanism",
+        envvar="CRISISWATCH_KAFKA_SASL_MECHANISM",
+        show_envvar=True,
+        type=click.Choice(["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"], case_sensitive=False),
+        default=None,
+        help="SASL mechanism (with SASL_SSL or SASL_PLAINTEXT).",
+    ),
+    click.option(
+        "--kafka-sasl-username",
+        envvar="CRISISWATCH_KAFKA_SASL_USERNAME",
+        show_envvar=True,
+        default=None,
+        metavar="USER",
+        help="SASL username.",
+    ),
+    click.option(
+        "--kafka-sasl-password-file",
+        envvar="CRISISWATCH_KAFKA_SASL_PASSWORD_FILE",
+        show_envvar=True,
+        type=_FILE,
+        default=None,
+        metavar="FILE",
+        help="File holding the SASL password (the password is never an option or variable).",
+    ),
+)
+
+alertmanager_cafile_option = click.option(
+    "--alertmanager-cafile",
+    envvar="CRISISWATCH_ALERTMANAGER_CAFILE",
+    show_envvar=True,
+    type=_FILE,
+    default=None,
+    metavar="PEM",
+    help="CA bundle that verifies an https:// Alertmanager (default: the system's).",
+)
+alertmanager_username_option = click.option(
+    "--alertmanager-username",
+    envvar="CRISISWATCH_ALERTMANAGER_USERNAME",
+    show_envvar=True,
+    default=None,
+    metavar="USER",
+    help="Basic-auth user for Alertmanager (with --alertmanager-password-file).",
+)
+alertmanager_password_file_option = click.option(
+    "--alertmanager-password-file",
+    envvar="CRISISWATCH_ALERTMANAGER_PASSWORD_FILE",
+    show_envvar=True,
+    type=_FILE,
+    default=None,
+    metavar="FILE",
+    help="File holding the Alertmanager basic-auth password.",
 )

@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 with warnings.catch_warnings():
     # kafka-python 3.0 loads its protocol schemas with importlib.resources.read_text /
@@ -29,6 +29,9 @@ with warnings.catch_warnings():
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+
+if TYPE_CHECKING:
+    from consumers.kafka.security import KafkaSecurity
 
 __all__ = [
     "TopicAdminError",
@@ -46,15 +49,20 @@ class TopicAdminError(RuntimeError):
 
 
 @contextmanager
-def _admin(bootstrap: str, timeout_s: float) -> Iterator[Any]:
-    """A connected ``KafkaAdminClient`` that is always closed; errors become TopicAdminError."""
+def _admin(bootstrap: str, timeout_s: float, security: KafkaSecurity | None) -> Iterator[Any]:
+    """A connected ``KafkaAdminClient`` that is always closed; errors become TopicAdminError.
+
+    ``security``: TLS and SASL settings (``consumers.kafka.security``); PLAINTEXT when None.
+    """
     timeout_ms = max(1, int(timeout_s * 1000))
+    options = security.kafka_python() if security is not None else {}
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=bootstrap,
             client_id="crisiswatch-admin",
             request_timeout_ms=timeout_ms,
             bootstrap_timeout_ms=timeout_ms,
+            **options,
         )
     except KafkaError as exc:
         raise TopicAdminError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from exc
@@ -66,9 +74,11 @@ def _admin(bootstrap: str, timeout_s: float) -> Iterator[Any]:
         admin.close()
 
 
-def list_topics(bootstrap: str, *, timeout_s: float = 20) -> set[str]:
+def list_topics(
+    bootstrap: str, *, timeout_s: float = 20, security: KafkaSecurity | None = None
+) -> set[str]:
     """Names of the topics the broker knows (one metadata request)."""
-    with _admin(bootstrap, timeout_s) as admin:
+    with _admin(bootstrap, timeout_s, security) as admin:
         return set(admin.list_topics())
 
 
@@ -79,6 +89,7 @@ def create_topics(
     replication: int = 1,
     retention_ms: int | None = None,
     timeout_s: float = 20,
+    security: KafkaSecurity | None = None,
 ) -> list[str]:
     """Create each topic with its partition count unless it already exists.
 
@@ -89,6 +100,7 @@ def create_topics(
         retention_ms: ``retention.ms`` for new topics; broker default when None.
         timeout_s: bound on connecting, on each request, and on waiting for new topics to
             show up in metadata with a leader for every partition.
+        security: TLS and SASL settings; PLAINTEXT when None.
 
     Returns:
         The names actually created by this call, in the order given (existing ones are
@@ -110,7 +122,7 @@ def create_topics(
     configs = {} if retention_ms is None else {"retention.ms": str(retention_ms)}
     deadline = time.monotonic() + timeout_s
     created: list[str] = []
-    with _admin(bootstrap, timeout_s) as admin:
+    with _admin(bootstrap, timeout_s, security) as admin:
         existing = set(admin.list_topics())
         for name, partitions in names_partitions.items():
             if name in existing:
@@ -149,13 +161,19 @@ def _wait_until_visible(admin: Any, names: list[str], deadline: float, bootstrap
         time.sleep(_POLL_S)
 
 
-def describe_partitions(bootstrap: str, topic: str, *, timeout_s: float = 20) -> int:
+def describe_partitions(
+    bootstrap: str,
+    topic: str,
+    *,
+    timeout_s: float = 20,
+    security: KafkaSecurity | None = None,
+) -> int:
     """Number of partitions of ``topic``.
 
     Raises:
         TopicAdminError: the topic does not exist or the broker cannot be reached.
     """
-    with _admin(bootstrap, timeout_s) as admin:
+    with _admin(bootstrap, timeout_s, security) as admin:
         try:
             described = admin.describe_topics([topic])
         except UnknownTopicOrPartitionError as exc:

@@ -24,11 +24,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Protocol, Self
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self
 
 from streams.codec import Codec, Rejection
-from streams.errors import ConfigurationError, ServiceError, ServiceUnavailableError
+from streams.errors import ConfigurationError, ServiceError
 from streams.pseudonym import may_contain
+
+if TYPE_CHECKING:
+    from consumers.kafka.security import KafkaSecurity
 
 __all__ = [
     "EventPublisher",
@@ -170,8 +173,10 @@ class EventPublisher:
         linger_ms: int = LINGER_MS,
         batch_size: int = BATCH_SIZE,
         compression: str | None = COMPRESSION,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.security = security  # None: PLAINTEXT
         self.topic = topic
         self.sent = 0
         self.failed = 0
@@ -196,10 +201,16 @@ class EventPublisher:
             errors.KafkaConnectionError,
             getattr(errors, "NoBrokersAvailable", errors.KafkaTimeoutError),
         )
+        from consumers.kafka.diagnose import preflight
+
+        if self.security is not None:
+            preflight(self.bootstrap, self.security)
         # Ask which topics exist first: Tansu creates any topic a producer asks metadata for
         # (with its own partition count), so a typo would silently make a new topic.
         try:
-            topics = list_topics(self.bootstrap, timeout_s=self._connect_timeout_s)
+            topics = list_topics(
+                self.bootstrap, timeout_s=self._connect_timeout_s, security=self.security
+            )
         except TopicAdminError as exc:
             if isinstance(exc.__cause__, unreachable):
                 raise self._unavailable() from exc
@@ -222,6 +233,7 @@ class EventPublisher:
                 compression_type=self._compression,
                 bootstrap_timeout_ms=max(1, int(self._connect_timeout_s * 1000)),
                 max_block_ms=int(MAX_BLOCK_S * 1000),
+                **(self.security.kafka_python() if self.security is not None else {}),
             )
         except unreachable as exc:
             raise self._unavailable() from exc
@@ -229,11 +241,10 @@ class EventPublisher:
             raise ServiceError(f"Kafka at {self.bootstrap}: {exc}") from exc
         return self
 
-    def _unavailable(self) -> ServiceUnavailableError:
-        return ServiceUnavailableError(
-            f"cannot reach Kafka at {self.bootstrap}: no broker answered within "
-            f"{self._connect_timeout_s:g} s"
-        )
+    def _unavailable(self) -> ServiceError:
+        from consumers.kafka.diagnose import connection_error
+
+        return connection_error(self.bootstrap, self.security, self._connect_timeout_s)
 
     def send(self, key: str | None, value: bytes) -> None:
         """Queue one message (blocks only while the producer's buffer is full)."""

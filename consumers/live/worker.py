@@ -40,7 +40,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 from urllib.parse import urlsplit
 
@@ -48,15 +48,17 @@ import faust
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TP
+from pydantic import SecretStr
 
 from consumers.kafka.address import bootstrap_servers
+from consumers.kafka.security import KafkaSecurity
 from consumers.live.pipeline import DeadLetter, Pipeline
-from consumers.observe.alertmanager import AlertmanagerNotifier
+from consumers.observe.alertmanager import AlertmanagerAccess, AlertmanagerNotifier
 from consumers.observe.metrics import MetricsServer
 from consumers.store import Store, check_url
 from streams.codec import Codec
 from streams.engine import Engine, Outcome, Rules
-from streams.errors import ConfigurationError, ServiceError, ServiceUnavailableError
+from streams.errors import ConfigurationError, ServiceError
 from streams.jsontext import dumps
 from streams.names import DLQ_TOPIC, EVENTS_TOPIC, OUTCOMES_TOPIC
 from streams.runtime import tune_gc_for_batches
@@ -87,6 +89,11 @@ class WorkerConfig:
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 in containers
     alertmanager_url: str | None = None  # per-referral pages; none when unset
     dashboard_url: str | None = None  # linked from alerts
+    # TLS and SASL of every Kafka client of the worker (Faust's consumer, the sink, the check).
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity.plaintext)
+    # https CA file and basic-auth user of Alertmanager; the password, read from its file.
+    alertmanager_access: AlertmanagerAccess | None = None
+    alertmanager_password: SecretStr | None = field(default=None, repr=False)
 
 
 #: (key, value, headers) of one record to produce.
@@ -102,8 +109,15 @@ class KafkaSink:
     all outcomes of a referral stay on one partition, in order.
     """
 
-    def __init__(self, bootstrap: str, outcomes_topic: str, dlq_topic: str) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        outcomes_topic: str,
+        dlq_topic: str,
+        security: KafkaSecurity | None = None,
+    ) -> None:
         self._producer = AIOKafkaProducer(
+            **(security or KafkaSecurity.plaintext()).aiokafka(),
             bootstrap_servers=bootstrap,
             acks=1,
             linger_ms=5,
@@ -274,6 +288,9 @@ def build_app(config: WorkerConfig, pipeline: Pipeline) -> CrisiswatchApp:
         web_enabled=False,
         topic_allow_declare=False,
         topic_disable_leader=True,
+        # TLS and SASL for Faust's consumer and producer: the same settings, built in the same
+        # place (consumers.kafka.security), as the sink's and the tools' clients.
+        broker_credentials=config.kafka_security.faust_credentials(),
     )
     app.pipeline = pipeline
     app.events_topic_name = config.events_topic
@@ -315,6 +332,15 @@ def check_settings(config: WorkerConfig) -> None:
             continue
         try:
             parts = urlsplit(value)
+        except ValueError as exc:
+            raise ConfigurationError(f"{name}: {value!r} is not a URL ({exc})") from exc
+        if "@" in parts.netloc:
+            # Never quoted: the URL holds a password. Credentials come from files.
+            raise ConfigurationError(
+                f"{name}: credentials in the URL are refused (use "
+                "CRISISWATCH_ALERTMANAGER_USERNAME and CRISISWATCH_ALERTMANAGER_PASSWORD_FILE)"
+            )
+        try:
             parts.port  # noqa: B018 - raises ValueError for a bad port
         except ValueError as exc:
             raise ConfigurationError(f"{name}: {value!r} is not a URL ({exc})") from exc
@@ -331,13 +357,15 @@ def check_broker(config: WorkerConfig, timeout_s: float = BROKER_CHECK_TIMEOUT_S
     library = logging.getLogger("kafka")
     level = library.level
     library.setLevel(logging.CRITICAL)
+    from consumers.kafka.diagnose import preflight
+
+    preflight(config.kafka, config.kafka_security)
     try:
-        topics = list_topics(config.kafka, timeout_s=timeout_s)
+        topics = list_topics(config.kafka, timeout_s=timeout_s, security=config.kafka_security)
     except TopicAdminError as exc:
-        raise ServiceUnavailableError(
-            f"cannot reach Kafka at {config.kafka}: no broker answered a metadata request "
-            f"within {timeout_s:g} s"
-        ) from exc
+        from consumers.kafka.diagnose import connection_error
+
+        raise connection_error(config.kafka, config.kafka_security, timeout_s) from exc
     except ValueError as exc:  # kafka-python's own address check
         raise ConfigurationError(f"--kafka {config.kafka!r}: {exc}") from exc
     finally:
@@ -386,7 +414,9 @@ async def make_pipeline(
     config: WorkerConfig, rules: Rules, codec: Codec
 ) -> tuple[Pipeline, Store, KafkaSink]:
     store = await Store.connect(config.database_url, rules=rules)
-    sink = KafkaSink(config.kafka, config.outcomes_topic, config.dlq_topic)
+    sink = KafkaSink(
+        config.kafka, config.outcomes_topic, config.dlq_topic, security=config.kafka_security
+    )
     pipeline = Pipeline(
         engine=Engine(rules), codec=codec, store=store, sink=sink, topic=config.events_topic
     )
@@ -420,8 +450,14 @@ def run(config: WorkerConfig, rules: Rules, codec: Codec) -> None:
     metrics.watch(pipeline)
     notifier = None
     if config.alertmanager_url:
+        access = config.alertmanager_access
         notifier = AlertmanagerNotifier(
-            config.alertmanager_url, rules=rules, dashboard_url=config.dashboard_url
+            config.alertmanager_url,
+            rules=rules,
+            dashboard_url=config.dashboard_url,
+            ssl_context=access.ssl_context() if access is not None else None,
+            username=access.username if access is not None else None,
+            password=config.alertmanager_password,
         )
         loop.run_until_complete(notifier.start())
         pipeline.listeners.append(notifier.on_changes)

@@ -30,7 +30,9 @@ from typing import Any
 import click
 
 from consumers.kafka.admin import create_topics
+from consumers.kafka.diagnose import preflight
 from consumers.kafka.publisher import EventPublisher
+from consumers.kafka.security import KafkaSecurity
 from consumers.local.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, reap
 from consumers.store import Counts, Store, migrate
 from streams.engine import Rules
@@ -47,6 +49,7 @@ PARTITIONS = 4
 class DemoOptions:
     kafka: str | None
     database_url: str | None
+    kafka_security: KafkaSecurity  # for a broker given with --kafka; the embedded one: plaintext
     speed: float
     duration: float | None  # seconds of wall time; None: until Ctrl-C
     refresh: float  # seconds between console summaries
@@ -66,7 +69,9 @@ def run_demo(options: DemoOptions) -> None:
             board_port = free_port()
             click.echo(f"demo: operations board at http://127.0.0.1:{board_port}/ (live shortly)")
             kafka = options.kafka
+            security = options.kafka_security
             if kafka is None:
+                security = KafkaSecurity.plaintext()
                 broker = stack.enter_context(EmbeddedBroker())
                 kafka = broker.bootstrap
                 click.echo(f"demo: embedded Kafka-protocol broker (Tansu) at {kafka}")
@@ -75,17 +80,20 @@ def run_demo(options: DemoOptions) -> None:
                 postgres = stack.enter_context(EmbeddedPostgres())
                 database_url = postgres.url
                 click.echo(f"demo: embedded PostgreSQL at {database_url}")
+            preflight(kafka, security)  # a certificate or password problem: one line, now
             create_topics(
-                kafka, {EVENTS_TOPIC: PARTITIONS, OUTCOMES_TOPIC: PARTITIONS, DLQ_TOPIC: 1}
+                kafka,
+                {EVENTS_TOPIC: PARTITIONS, OUTCOMES_TOPIC: PARTITIONS, DLQ_TOPIC: 1},
+                security=security,
             )
             migrate(database_url)
             stack.enter_context(_board(database_url, board_port))
             metrics_port = free_port()
-            worker = stack.enter_context(_worker(kafka, database_url, metrics_port))
+            worker = stack.enter_context(_worker(kafka, security, database_url, metrics_port))
             failures: list[BaseException] = []
             feed = threading.Thread(
                 target=_guarded,
-                args=(failures, stop, _feed, kafka, options, stop),
+                args=(failures, stop, _feed, kafka, security, options, stop),
                 name="demo-feed",
                 daemon=True,
             )
@@ -116,10 +124,14 @@ def run_demo(options: DemoOptions) -> None:
 
 
 @contextlib.contextmanager
-def _worker(kafka: str, database_url: str, metrics_port: int) -> Iterator[subprocess.Popen[bytes]]:
+def _worker(
+    kafka: str, security: KafkaSecurity, database_url: str, metrics_port: int
+) -> Iterator[subprocess.Popen[bytes]]:
     log = Path(tempfile.gettempdir()) / f"crisiswatch-demo-worker-{os.getpid()}.log"
     env = {
-        **os.environ,
+        # The security settings go as options (`security.options()`): none from the environment,
+        # which may describe an external broker while the embedded one is plaintext.
+        **{k: v for k, v in os.environ.items() if not k.startswith("CRISISWATCH_KAFKA_")},
         # Pseudonyms only need to link within the demo's lifetime.
         "CRISISWATCH_PSEUDONYM_KEY": os.environ.get(
             "CRISISWATCH_PSEUDONYM_KEY", secrets.token_hex(16)
@@ -128,7 +140,7 @@ def _worker(kafka: str, database_url: str, metrics_port: int) -> Iterator[subpro
     with log.open("ab") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "consumers.cli", "worker", "--kafka", kafka,
-             "--database-url", database_url, "--log-level", "WARNING",
+             *security.options(), "--database-url", database_url, "--log-level", "WARNING",
              "--metrics-port", str(metrics_port)],
             stdout=handle,
             stderr=subprocess.STDOUT,
@@ -169,14 +181,14 @@ def _guarded(failures: list[BaseException], stop: threading.Event, target: Any, 
         stop.set()
 
 
-def _feed(kafka: str, options: DemoOptions, stop: threading.Event) -> None:
+def _feed(kafka: str, security: KafkaSecurity, options: DemoOptions, stop: threading.Event) -> None:
     """Send simulated lines: the backfill at once, then each when its time comes."""
     now = datetime.now(UTC)
     live = timedelta(seconds=options.duration) if options.duration else timedelta(days=365)
     config = SimulationConfig(
         start=now - BACKFILL, duration=BACKFILL + live, speed=options.speed, seed=options.seed
     )
-    with EventPublisher(kafka, EVENTS_TOPIC) as publisher:
+    with EventPublisher(kafka, EVENTS_TOPIC, security=security) as publisher:
         for line in simulate(config):
             # Hold a line until its arrival (never before its event time: arrival >= time).
             due = line.arrival.timestamp()

@@ -86,6 +86,15 @@ a restart) still resolves that alert.
 `stop()` makes one last attempt to deliver what is queued, and does not resolve firing alerts:
 a worker stopping does not mean the patients were seen.
 
+Secure connections
+------------------
+`AlertmanagerAccess` holds what an ``https://`` Alertmanager behind basic auth needs: a CA
+bundle (``CRISISWATCH_ALERTMANAGER_CAFILE``; certificate and hostname verified) and a user
+whose password is read from a file (``CRISISWATCH_ALERTMANAGER_PASSWORD_FILE``) once at the
+entry point. Credentials refused (HTTP 401/403) are an outage to the sender, not a bad batch:
+it logs the refusal (naming the user, never the password) and retries with backoff, keeping every
+alert, so a password rotated on the Alertmanager before the worker's Secret loses nothing.
+
 Counters for metrics: `posted` (alerts accepted), `requests` (requests accepted), `failed`
 (failed requests), `dropped` (resolutions dropped by the bound), `rejected` (alerts in batches
 refused with 4xx), and the gauges `firing` and `pending`.
@@ -94,19 +103,24 @@ refused with 4xx), and the gauges `firing` and `pending`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
 import random
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Final, NamedTuple
+from pathlib import Path
+from typing import Any, Final, NamedTuple
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import aiohttp
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.engine import Change, Clock, Outcome, Rules
 from streams.engine.event import REABLEMENT_2D, UCR_2H
@@ -120,12 +134,14 @@ from streams.engine.outcome import (
     NOT_MET,
     WAITING,
 )
+from streams.errors import ConfigurationError
 from streams.names import ALERT_AT_RISK, ALERT_BREACHED, ALERT_FOR_STATE, PATHWAY_NAMES
 
 __all__ = [
     "ALERT_AT_RISK",
     "ALERT_BREACHED",
     "SEVERITY",
+    "AlertmanagerAccess",
     "AlertmanagerNotifier",
     "format_deadline",
 ]
@@ -225,7 +241,86 @@ class _Alert(NamedTuple):
 
 
 class _RejectedError(Exception):
-    """Alertmanager refused a batch for good (HTTP 4xx other than 408/429)."""
+    """Alertmanager refused a batch for good (HTTP 4xx other than 401/403/408/429)."""
+
+
+class _CredentialsRefusedError(aiohttp.ClientError):
+    """Alertmanager (or its proxy) refused the credentials: retried (module docstring)."""
+
+
+class AlertmanagerAccess(BaseSettings):
+    """TLS and basic auth of the Alertmanager client (CONTRACT section 7); build it with
+    `load` at the entry point. With no field set it changes nothing (plain HTTP or https
+    verified against the system's trust store, no credentials)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CRISISWATCH_ALERTMANAGER_", frozen=True, extra="ignore"
+    )
+
+    cafile: Path | None = None
+    username: str | None = None
+    password_file: Path | None = None
+
+    @classmethod
+    def load(
+        cls,
+        cafile: Path | None = None,
+        username: str | None = None,
+        password_file: Path | None = None,
+    ) -> tuple[AlertmanagerAccess, SecretStr | None]:
+        """The settings and the password read from `password_file` (None without one);
+        `ConfigurationError` (exit 2) when they do not fit."""
+        given: dict[str, Any] = {
+            key: value
+            for key, value in (
+                ("cafile", cafile),
+                ("username", username),
+                ("password_file", password_file),
+            )
+            if value is not None
+        }
+        try:
+            access = cls(**given)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = "CRISISWATCH_ALERTMANAGER_" + "_".join(map(str, first["loc"])).upper()
+            raise ConfigurationError(f"{where}: {first['msg']}") from None
+        if (access.username is None) != (access.password_file is None):
+            raise ConfigurationError(
+                "CRISISWATCH_ALERTMANAGER_USERNAME and CRISISWATCH_ALERTMANAGER_PASSWORD_FILE "
+                "go together"
+            )
+        if access.password_file is None:
+            return access, None
+        try:
+            text = access.password_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not readable UTF-8 text"
+            raise ConfigurationError(
+                f"CRISISWATCH_ALERTMANAGER_PASSWORD_FILE: cannot read {access.password_file}: "
+                f"{reason}"
+            ) from None
+        password = text.removesuffix("\n").removesuffix("\r")
+        if not password:
+            raise ConfigurationError(
+                f"CRISISWATCH_ALERTMANAGER_PASSWORD_FILE: {access.password_file} is empty"
+            )
+        return access, SecretStr(password)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A verifying context trusting only `cafile`; None: aiohttp's default (the system's
+        trust store, also verifying)."""
+        if self.cafile is None:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=str(self.cafile))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(
+                f"CRISISWATCH_ALERTMANAGER_CAFILE: {self.cafile} is not a readable PEM bundle "
+                f"({getattr(exc, 'reason', None) or type(exc).__name__})"
+            ) from None
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
 
 
 class AlertmanagerNotifier:
@@ -241,6 +336,9 @@ class AlertmanagerNotifier:
         max_pending: int = 50_000,
         timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        ssl_context: ssl.SSLContext | None = None,
+        username: str | None = None,
+        password: SecretStr | None = None,
     ) -> None:
         if resend_interval <= 0:
             raise ValueError("resend_interval must be positive")
@@ -253,6 +351,16 @@ class AlertmanagerNotifier:
         self.max_pending = max_pending
         self.timeout = timeout
         self.clock = clock
+        self.username = username
+        self._ssl_context = ssl_context
+        # The Authorization header, built here (aiohttp's BasicAuth is deprecated); it is sent,
+        # never logged.
+        self._authorization = (
+            "Basic "
+            + base64.b64encode(f"{username}:{password.get_secret_value()}".encode()).decode()
+            if username is not None and password is not None
+            else None
+        )
         # Counters (monotonic) for the metrics adapter.
         self.posted = 0
         self.requests = 0  # accepted requests (each carries up to BATCH_SIZE alerts)
@@ -293,7 +401,15 @@ class AlertmanagerNotifier:
             return
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.timeout),
-            headers={"Content-Type": "application/json"},
+            headers={
+                "Content-Type": "application/json",
+                **({"Authorization": self._authorization} if self._authorization else {}),
+            },
+            connector=(
+                aiohttp.TCPConnector(ssl=self._ssl_context)
+                if self._ssl_context is not None
+                else None
+            ),
         )
         self._task = asyncio.create_task(self._run(), name="alertmanager-notifier")
 
@@ -492,6 +608,12 @@ class AlertmanagerNotifier:
             # WARNING/ERROR lines give the status alone.
             text = (await response.text(errors="replace"))[:500]
             log.debug("alertmanager: HTTP %d from %s: %s", response.status, self.url, text)
+            if response.status in (401, 403):
+                who = f"user {self.username!r}" if self.username else "no credentials"
+                raise _CredentialsRefusedError(
+                    f"HTTP {response.status}: credentials refused ({who}; check "
+                    "CRISISWATCH_ALERTMANAGER_USERNAME and CRISISWATCH_ALERTMANAGER_PASSWORD_FILE)"
+                )
             if response.status < 500 and response.status not in RETRY_STATUSES:
                 raise _RejectedError(f"HTTP {response.status} {response.reason or ''}".rstrip())
             raise aiohttp.ClientResponseError(

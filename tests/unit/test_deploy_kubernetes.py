@@ -171,7 +171,16 @@ def test_workers_fit_the_partitions_and_shut_down_gracefully() -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     secrets = [e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e]
     assert "crisiswatch-database" in secrets
-    assert all("value" not in e or "PASSWORD" not in e["name"] for e in container["env"])
+    for variable in container["env"]:  # a password is a Secret or a mounted Secret's file
+        if "value" in variable and "PASSWORD" in variable["name"]:
+            assert variable["name"].endswith("_FILE"), variable
+            assert variable["value"].startswith("/run/secrets/"), variable
+    settings = {e["name"]: e.get("value") for e in container["env"]}
+    assert settings["CRISISWATCH_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    kafka_secret = volumes[mounts["/run/secrets/kafka"]]["secret"]["secretName"]
+    assert kafka_secret == "crisiswatch-kafka"
     assert {"worker.yaml:Service", "networkpolicy.yaml:NetworkPolicy",
             "servicemonitor.yaml:ServiceMonitor", "prometheusrule.yaml:PrometheusRule",
             "export-cronjob.yaml:CronJob"} <= set(kinds)  # fmt: skip
