@@ -25,6 +25,7 @@ from consumers.store import (
     Batch,
     ClockRow,
     Store,
+    check_schema,
     clock_row,
     is_transient,
     migrate,
@@ -105,6 +106,21 @@ def test_migrate_is_idempotent(new_database: Callable[[], str]) -> None:
     assert migrate(url) == []
     rows = query(url, "SELECT version, name FROM schema_migrations ORDER BY version")
     assert rows == [(1, "0001_initial"), (2, "0002_reader"), (3, "0003_partition_leases")]
+
+
+def test_a_newer_schema_is_accepted_only_where_it_lets_older_workers_run(
+    new_database: Callable[[], str],
+) -> None:
+    url = new_database()
+    migrate(url)
+    assert check_schema(url) == 3
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES (4, 'a', now(), 3)")
+    assert check_schema(url) == 4  # additive: this release may run on it
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_migrations (version, name) VALUES (5, 'b')")  # no word
+    with pytest.raises(ServiceError, match=r"newer than this worker .* migration 5 "):
+        check_schema(url)
 
 
 def test_migrate_from_two_threads_at_once(new_database: Callable[[], str]) -> None:
