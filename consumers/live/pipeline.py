@@ -205,6 +205,9 @@ class Pipeline:
         # ignored until they are assigned again.
         self._fenced: set[int] = set()
         self._draining = False  # set by drain(): no new batch or tick starts
+        # Set by the first assignment, even of no partitions (a standby): the worker has
+        # joined its group and restored what it was given.
+        self.joined = False
         # The last batch's write, when `process(..., wait=False)` left it running, and the
         # referrals it wrote (their clocks stay in memory until it commits).
         self._writing: asyncio.Task[None] | None = None
@@ -217,10 +220,17 @@ class Pipeline:
         return frozenset(self._positions)
 
     async def assign(self, partitions: Iterable[int]) -> dict[int, int]:
-        """Own these partitions: load their clocks (once) and return their next offsets."""
+        """Own these partitions: load their clocks (once) and return their next offsets.
+
+        Called after every rebalance, with no partitions for a standby worker."""
+        partitions = list(partitions)
         async with self._lock:
             await self._settle()
             await self._load([p for p in partitions if p not in self._positions])
+            if not self.joined:
+                self.joined = True
+                if not partitions:
+                    log.info("joined the group with no partitions: a standby")
             return {p: self._positions[p] for p in partitions}
 
     @property
@@ -300,6 +310,7 @@ class Pipeline:
             self._positions[partition] = self._next[partition] = positions.get(partition, 0)
             self._epochs[partition] = epochs[partition]
             self._fenced.discard(partition)
+        self.joined = True
         log.info(
             "assigned partitions %s: %d open clocks restored, positions %s, lease epochs %s",
             sorted(partitions),

@@ -289,6 +289,14 @@ def build_app(config: WorkerConfig, pipeline: Pipeline) -> CrisiswatchApp:
         except Exception:
             _exit_beyond_retry("deadline tick")
 
+    @app.on_rebalance_complete.connect  # type: ignore[untyped-decorator]
+    async def on_rebalanced(app: Any, **_: Any) -> None:
+        # Faust seeks (and so assigns, in `perform_seek`) only when it was given partitions: a
+        # worker given none of the events topic is told here that it is a standby.
+        mine = [tp for tp in app.consumer.assignment() if tp.topic == config.events_topic]
+        if not mine:
+            await pipeline.assign([])
+
     @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
     async def on_revoked(app: Any, revoked: set[Any], **_: Any) -> None:
         await pipeline.revoke(tp.partition for tp in revoked if tp.topic == config.events_topic)

@@ -114,9 +114,13 @@ class Watched(Protocol):
 
     stats: Stats
     engine: Engine
+    joined: bool  # has completed an assignment (possibly of no partitions)
 
     @property
     def partitions(self) -> frozenset[int]: ...
+
+    @property
+    def draining(self) -> bool: ...
 
 
 class _Unwatched:
@@ -127,10 +131,15 @@ class _Unwatched:
     def __init__(self) -> None:
         self.stats = Stats()
         self.engine = Engine(Rules())
+        self.joined = False
 
     @property
     def partitions(self) -> frozenset[int]:
         return frozenset()
+
+    @property
+    def draining(self) -> bool:
+        return False
 
 
 # -- closed label sets ---------------------------------------------------------------------------
@@ -382,9 +391,13 @@ def new_registry(pipeline: Watched | None = None) -> CollectorRegistry:
 class MetricsServer:
     """`/metrics`, `/health` and `/ready` on one port, served by aiohttp on the running loop.
 
-    `/health` is 200 while the process runs; `/ready` is 503 until a pipeline is watched and
-    owns partitions or has processed a batch. `start()` binds (port 0: a free port) and returns
-    the port; `watch(pipeline)` adds the pipeline's collector.
+    `/health` is 200 while the process runs (liveness). `/ready` (readiness) is 200 from the
+    pipeline's first assignment, whether it was given partitions (their clocks restored) or
+    none (a standby, beyond the partition count), until it drains; 503 before (connecting,
+    joining the group, restoring) and from the drain on. It stays 200 through later
+    rebalances: a rebalance moves partitions, it does not make a worker less able to take
+    them. `start()` binds (port 0: a free port) and returns the port; `watch(pipeline)`
+    points the collector at the pipeline.
     """
 
     def __init__(
@@ -433,9 +446,9 @@ class MetricsServer:
         return self.port
 
     def watch(self, pipeline: Watched) -> PipelineCollector:
-        """Export this pipeline's metrics; ready once it owns partitions or has consumed."""
+        """Export this pipeline's metrics; ready from its first assignment to its drain."""
         self.collector.pipeline = pipeline
-        self.ready = lambda: bool(pipeline.partitions) or pipeline.stats.batches > 0
+        self.ready = lambda: pipeline.joined and not pipeline.draining
         return self.collector
 
     async def stop(self) -> None:
