@@ -5,6 +5,9 @@
 -- partitions it writes (FOR SHARE) and checks that the epochs are still the ones it was given.
 -- A worker that stalled past a rebalance finds a higher epoch and rolls back: only the latest
 -- owner can commit clocks, audit rows and positions of a partition.
+--
+-- Additive: workers of the release before it still run on it (without the fence).
+-- oldest worker: 2
 CREATE TABLE partition_leases (
     topic           text NOT NULL,
     kafka_partition integer NOT NULL,
