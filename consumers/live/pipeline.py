@@ -37,8 +37,12 @@ Kafka's group protocol says who *should* own a partition; it cannot stop a worke
 processed before the stall, over the work of the partition's new owner. PostgreSQL does: on
 assignment the pipeline takes a lease on each new partition (`ClockStore.acquire`, which
 increments the partition's epoch), and every batch carries the epochs it was processed under.
-The store refuses a batch with a superseded epoch (`FencedError`), nothing of it written. The
-pipeline then logs one warning, forgets those partitions as a revoke would (their clocks leave
+The store refuses a batch with a superseded epoch (`FencedError`), nothing of it written.
+Before publishing a batch's outcomes (or a tick's), the pipeline also reads its partitions'
+epochs back (one query): a worker that stalled past a rebalance learns it there, before it
+publishes outcomes the new owner may already have superseded (outcomes on Kafka are not
+fenced by PostgreSQL; this check leaves only a stall between it and the send). Either way the
+pipeline logs one warning, forgets those partitions as a revoke would (their clocks leave
 memory; later records of theirs are ignored until they are assigned again, which takes a new
 lease) and writes the rest of the batch, the rows of the partitions it still holds. Positions
 therefore never move backwards: the only way back is the rewind on a gap (`process`), which
@@ -127,6 +131,10 @@ class ClockStore(Protocol):
 
     async def acquire(self, topic: str, partitions: Iterable[int], owner: str) -> dict[int, int]:
         """Take the partitions' leases (each epoch + 1); {partition: epoch}."""
+        ...
+
+    async def leases(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        """The current lease epoch of these partitions (a plain read, no lock)."""
         ...
 
     async def positions(self, topic: str, partitions: Iterable[int]) -> dict[int, int]: ...
@@ -263,12 +271,10 @@ class Pipeline:
             self._epochs.pop(partition, None)
             self._rewound.pop(partition, None)
 
-    def _fence(self, refused: FencedError, batch: Batch) -> None:
-        """Another worker owns some of the batch's partitions now: forget them (one line)."""
-        lost = {p for topic, p in refused.partitions if topic == self.topic}
+    def _fence(self, lost: set[int], dropped: int) -> None:
+        """Another worker owns these partitions now: forget them (one line)."""
         self._fenced |= lost
         self._drop(lost)
-        dropped = sum(1 for row in batch.events if row.kafka_partition in lost)
         log.warning(
             "partitions %s were taken over by another worker (a newer lease in PostgreSQL):"
             " %d events of this batch dropped for them, and they are no longer written here",
@@ -485,6 +491,17 @@ class Pipeline:
             )
             for message, event, document, text in accepted
         ]
+        if changes or dead:
+            # Still the owner? A worker that stalled past a rebalance learns it here, before
+            # it publishes outcomes the partitions' new owner may have superseded.
+            lost = await self._taken_over(started)
+            if lost:
+                self._fence(lost, sum(1 for m, *_ in accepted if m.partition in lost))
+                changes = [c for c in changes if c.outcome.referral_id in self._partition_of]
+                dead = [d for d in dead if d.partition not in lost]
+                audit = [row for row in audit if row.kafka_partition not in lost]
+                touched = {r: None for r in touched if r in self._partition_of}
+                expected = {p: o for p, o in expected.items() if p not in lost}
         positions = {(self.topic, p): offset for p, offset in expected.items() if p not in rewind}
         await self._emit(changes, dead, now)
         batch = Batch(audit, self._clock_rows(touched), positions)
@@ -515,7 +532,8 @@ class Pipeline:
             try:
                 await self._write(owned)
             except FencedError as refused:
-                self._fence(refused, owned)
+                lost = {p for topic, p in refused.partitions if topic == self.topic}
+                self._fence(lost, sum(1 for r in owned.events if r.kafka_partition in lost))
                 continue
             return owned
 
@@ -538,6 +556,11 @@ class Pipeline:
             changes = self.engine.advance(now)
             if not changes:
                 return 0
+            partitions = {self._partition_of.get(c.outcome.referral_id) for c in changes}
+            lost = await self._taken_over(p for p in partitions if p is not None)
+            if lost:
+                self._fence(lost, 0)
+                changes = [c for c in changes if c.outcome.referral_id in self._partition_of]
             await self._emit(changes, [], now)
             touched = [c.outcome.referral_id for c in changes]
             await self._write_owned(Batch([], self._clock_rows(touched), {}))
@@ -545,6 +568,16 @@ class Pipeline:
             return len(changes)
 
     # -- internals -------------------------------------------------------------------------------
+
+    async def _taken_over(self, partitions: Iterable[int]) -> set[int]:
+        """Which of these partitions' leases have moved on to another worker (one read)."""
+        held = {p: self._epochs[p] for p in partitions if p in self._epochs}
+        if not held:
+            return set()
+        current = await self._retrying(
+            "check partition leases", self.store.leases, self.topic, list(held)
+        )
+        return {p for p, epoch in held.items() if current.get(p) != epoch}
 
     def _clock_rows(self, referral_ids: Iterable[str]) -> list[ClockRow]:
         rows = []

@@ -35,7 +35,7 @@ class MemoryStore:
     clocks: dict[str, ClockRow] = field(default_factory=dict)  # referral id -> latest row
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     #: (topic, partition) -> (epoch, owner) of its lease.
-    leases: dict[tuple[str, int], tuple[int, str]] = field(default_factory=dict)
+    leases_held: dict[tuple[str, int], tuple[int, str]] = field(default_factory=dict)
     writes: int = 0  # committed transactions
     fenced: int = 0  # writes refused by the fence
     #: Errors to raise from the next writes, in order (the write then commits nothing).
@@ -44,10 +44,15 @@ class MemoryStore:
     async def acquire(self, topic: str, partitions: Iterable[int], owner: str) -> dict[int, int]:
         epochs = {}
         for partition in sorted(set(partitions)):
-            epoch = self.leases.get((topic, partition), (0, ""))[0] + 1
-            self.leases[(topic, partition)] = (epoch, owner)
+            epoch = self.leases_held.get((topic, partition), (0, ""))[0] + 1
+            self.leases_held[(topic, partition)] = (epoch, owner)
             epochs[partition] = epoch
         return epochs
+
+    async def leases(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        return {
+            p: self.leases_held[(topic, p)][0] for p in partitions if (topic, p) in self.leases_held
+        }
 
     async def positions(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
         return {
@@ -77,7 +82,7 @@ class MemoryStore:
         lost = frozenset(
             key
             for key, epoch in batch.epochs.items()
-            if self.leases.get(key, (None, ""))[0] != epoch
+            if self.leases_held.get(key, (None, ""))[0] != epoch
         )
         if lost:
             self.fenced += 1

@@ -287,6 +287,16 @@ class Store:
             cursor = await conn.execute(_ACQUIRE, (_clean(topic), _clean(owner), wanted))
             return {int(p): int(e) for p, e in await cursor.fetchall()}
 
+    async def leases(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        """The current lease epoch of these partitions (absent: never leased); no lock."""
+        async with self._session("reading partition leases") as conn:
+            cursor = await conn.execute(
+                "SELECT kafka_partition, epoch FROM partition_leases"
+                " WHERE topic = %s AND kafka_partition = ANY(%s::integer[])",
+                (_clean(topic), list(partitions)),
+            )
+            return {int(p): int(e) for p, e in await cursor.fetchall()}
+
     # -- write ---------------------------------------------------------------------------------
 
     async def write(self, batch: Batch) -> None:

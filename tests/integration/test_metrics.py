@@ -53,6 +53,9 @@ class FakeStore:
     async def acquire(self, topic: str, partitions: Sequence[int], owner: str) -> dict[int, int]:
         return dict.fromkeys(partitions, 1)
 
+    async def leases(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+        return dict.fromkeys(partitions, 1)
+
     async def positions(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
         return {}
 

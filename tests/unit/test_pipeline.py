@@ -279,21 +279,31 @@ def test_a_stalled_owner_is_fenced_and_its_successor_wins(
     assert "taken over by another worker" in warnings[0]
 
 
-def test_a_fenced_batch_still_commits_the_partitions_held(shared: Path) -> None:
+def test_a_stale_owner_publishes_nothing_for_a_lost_partition_and_keeps_the_rest(
+    shared: Path,
+) -> None:
+    """Before publishing, a batch's leases are read back: a worker that stalled past a
+    rebalance publishes no outcome its partitions' new owner may have superseded."""
     lines = golden_lines(shared)
     now = watermark(lines)
     records = messages(lines)
     half = len(records) // 2
     store, uninterrupted = MemoryStore(), MemoryStore()
+    stale = ListSink()
 
     async def scenario() -> None:
-        a = pipeline(store, ListSink(), now)
+        a = pipeline(store, stale, now)
         await a.assign(range(PARTITIONS))
         await a.process(records[:half])
+        published = len(stale.outcomes)
         b = pipeline(store, ListSink(), now)
         await b.assign([1])  # one partition moves; A has not been told yet
-        await a.process(records)  # fenced for partition 1 only: the rest is written
+        await a.process(records)  # partition 1 dropped before publishing: the rest goes on
         assert a.partitions == frozenset({0, 2, 3})
+        assert a.stats.fenced == 1
+        lost = {m.key for m in records if m.partition == 1}
+        assert not [o for o in stale.outcomes[published:] if o.referral_id.encode() in lost]
+        assert store.fenced == 0  # nothing reached the store's fence
         assert store.offsets[(TOPIC, 1)] == sum(1 for m in records[:half] if m.partition == 1)
         await b.process([m for m in records if m.partition == 1])
         # Given back later, A takes a new lease (and B's next write would be refused).
@@ -304,7 +314,6 @@ def test_a_fenced_batch_still_commits_the_partitions_held(shared: Path) -> None:
         await whole.process(records)
 
     run(scenario())
-    assert store.fenced == 1
     assert stored_rows(store) == stored_rows(uninterrupted)
     assert store.events.keys() == uninterrupted.events.keys()
     assert store.offsets == uninterrupted.offsets
@@ -323,12 +332,12 @@ def test_a_deadline_write_of_a_lost_partition_is_fenced() -> None:
     ).encode()  # fmt: skip
     (record,) = messages([line])
     start = watermark([line]) + 60
-    store = MemoryStore()
+    store, sink = MemoryStore(), ListSink()
     now = [start]
 
     async def scenario() -> None:
         a = Pipeline(
-            engine=Engine(Rules()), codec=Codec(), store=store, sink=ListSink(), topic=TOPIC,
+            engine=Engine(Rules()), codec=Codec(), store=store, sink=sink, topic=TOPIC,
             clock=lambda: now[0], retry=FAST,
         )  # fmt: skip
         await a.assign(range(PARTITIONS))
@@ -336,10 +345,11 @@ def test_a_deadline_write_of_a_lost_partition_is_fenced() -> None:
         before = dict(store.clocks)
         b = pipeline(store, ListSink(), start)
         await b.assign([record.partition])
-        now[0] = start + 86400  # the clock breaches: A's tick publishes and writes it
-        assert await a.tick() == 1
+        now[0] = start + 86400  # the clock breaches: A's tick would publish and write it
+        assert await a.tick() == 0
         assert a.partitions == frozenset(range(PARTITIONS)) - {record.partition}
+        assert a.stats.fenced == 1
         assert store.clocks == before
+        assert [o.state for o in sink.outcomes] == ["waiting"]  # no breach from A
 
     run(scenario())
-    assert store.fenced == 1
