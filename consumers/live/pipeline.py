@@ -272,13 +272,17 @@ class Pipeline:
             self._rewound.pop(partition, None)
 
     def _fence(self, lost: set[int], dropped: int) -> None:
-        """Another worker owns these partitions now: forget them (one line)."""
+        """Another worker owns these partitions now: forget them (one line per loss: a write
+        already in flight for them, refused later, says nothing more)."""
+        news = lost - self._fenced
         self._fenced |= lost
         self._drop(lost)
+        if not news:
+            return
         log.warning(
             "partitions %s were taken over by another worker (a newer lease in PostgreSQL):"
             " %d events of this batch dropped for them, and they are no longer written here",
-            sorted(lost),
+            sorted(news),
             dropped,
         )
         self.stats.fenced += 1

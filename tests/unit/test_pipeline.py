@@ -353,3 +353,30 @@ def test_a_deadline_write_of_a_lost_partition_is_fenced() -> None:
         assert [o.state for o in sink.outcomes] == ["waiting"]  # no breach from A
 
     run(scenario())
+
+
+def test_a_loss_seen_twice_is_logged_once(shared: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The check before publishing and the write still pending both meet the same loss: one
+    warning, and nothing of either batch written."""
+    lines = golden_lines(shared)
+    now = watermark(lines)
+    records = messages(lines)
+    third = len(records) // 3
+    store = MemoryStore()
+
+    async def scenario() -> None:
+        a = pipeline(store, ListSink(), now)
+        await a.assign(range(PARTITIONS))
+        await a.process(records[:third], wait=False)  # its write still to run
+        b = pipeline(store, ListSink(), now)
+        await b.assign(range(PARTITIONS))
+        await a.process(records[third : 2 * third], wait=False)
+        await a.flush()
+        assert a.partitions == frozenset()
+        assert store.writes == 0
+        assert a.stats.fenced == 1
+
+    with caplog.at_level("INFO", logger="crisiswatch.pipeline"):
+        run(scenario())
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
