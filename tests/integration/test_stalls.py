@@ -97,7 +97,11 @@ def test_workers_stopped_and_continued_at_random_end_like_an_undisturbed_one(
     )
     disturbed = faults.collect(url, records, tmp_path / "disturbed")
     logs = sorted(tmp_path.glob("worker-*.log"))
-    assert not faults.log_errors(tmp_path.glob("*.log"))
+    # A thawed worker's Kafka client reports, at ERROR, the session it lost while frozen
+    # (Faust's "Thread keepalive is not responding", aiokafka's "Heartbeat session expired"):
+    # the symptom under test. crisiswatch's own loggers must report no error.
+    errors = faults.log_errors(tmp_path.glob("*.log"))
+    assert not [e for e in errors if ": crisiswatch." in e], errors
     figures = faults.assert_same(disturbed, reference, lines[: load.sent_lines])
     print(
         f"\nSIGSTOP/SIGCONT x{len(stalls)} of {WORKERS} workers (seed {seed}): {sent} messages"
