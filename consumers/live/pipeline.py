@@ -145,6 +145,10 @@ class ClockStore(Protocol):
 
     async def clock_states(self, referral_ids: Iterable[str]) -> dict[str, dict[str, Any]]: ...
 
+    async def newest_event_time(self, partitions: Iterable[int]) -> int | None:
+        """Event time (epoch seconds) of the newest stored event of these partitions."""
+        ...
+
     async def write(self, batch: Batch) -> None:
         """One transaction; `FencedError` (nothing written) if an epoch was superseded."""
         ...
@@ -313,6 +317,13 @@ class Pipeline:
             "load positions", self.store.positions, self.topic, partitions
         )
         states = await self._retrying("load clocks", self.store.open_clock_states, partitions)
+        # Data freshness survives a restart: the newest event this worker's partitions hold.
+        newest = await self._retrying(
+            "load newest event time", self.store.newest_event_time, partitions
+        )
+        last = self.stats.last_event_time
+        if newest is not None and (last is None or newest > last):
+            self.stats.last_event_time = newest
         for partition, state in states:
             self.engine.load(state)
             self._partition_of[state["referral_id"]] = partition

@@ -74,6 +74,11 @@ class MemoryStore:
     async def clock_states(self, referral_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         return {rid: self.clocks[rid].state for rid in referral_ids if rid in self.clocks}
 
+    async def newest_event_time(self, partitions: Iterable[int]) -> int | None:
+        wanted = set(partitions)
+        times = [r.event_time for r in self.events.values() if r.kafka_partition in wanted]
+        return max(times, default=None)
+
     async def write(self, batch: Batch) -> None:
         if not batch:
             return

@@ -62,7 +62,8 @@ exported (as 0), so backlog graphs do not break up.
 
 Timestamps that are not known yet (no event accepted, nothing written) are absent rather than
 0, so "age of the last event" alerts never see a 1970 timestamp; they are the only samples a
-fresh worker lacks.
+fresh worker lacks. A restarted worker knows the newest event at once: the pipeline reads the
+newest stored event time of the partitions it is assigned.
 """
 
 from __future__ import annotations

@@ -273,6 +273,18 @@ class Store:
             )
             return {wanted[rid]: state for rid, state in await cursor.fetchall()}
 
+    async def newest_event_time(self, partitions: Iterable[int]) -> int | None:
+        """Event time (epoch seconds) of the newest stored event of `partitions`; None if
+        they hold none."""
+        async with self._session("reading the newest event time") as conn:
+            cursor = await conn.execute(
+                "SELECT extract(epoch FROM max(event_time))::bigint FROM events"
+                " WHERE kafka_partition = ANY(%s::integer[])",
+                (list(partitions),),
+            )
+            row = await cursor.fetchone()
+            return int(row[0]) if row is not None and row[0] is not None else None
+
     # -- the fence -----------------------------------------------------------------------------
 
     async def acquire(self, topic: str, partitions: Iterable[int], owner: str) -> dict[int, int]:

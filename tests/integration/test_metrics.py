@@ -65,6 +65,9 @@ class FakeStore:
     async def clock_states(self, referral_ids: Any) -> dict[str, Any]:
         return {}
 
+    async def newest_event_time(self, partitions: Sequence[int]) -> int | None:
+        return None
+
     async def write(self, batch: Batch) -> None:
         self.batches.append(batch)
 

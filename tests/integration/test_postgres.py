@@ -562,6 +562,21 @@ def test_a_superseded_epoch_is_refused_and_writes_nothing(db: str) -> None:
     assert query(db, "SELECT contacts FROM clocks") == [(1,)]
 
 
+def test_newest_event_time_of_partitions(db: str) -> None:
+    early = received("R-N1", "2026-02-03T14:00:00Z", id="n-1")
+    late = received("R-N2", "2026-02-03T15:00:00Z", id="n-2")
+
+    async def scenario() -> None:
+        async with await Store.connect(db) as store:
+            assert await store.newest_event_time([0, 1]) is None
+            await store.write(Batch(events=[audit(early, 0, 0), audit(late, 1, 0)]))
+            assert await store.newest_event_time([0]) == early.time
+            assert await store.newest_event_time([0, 1]) == late.time
+            assert await store.newest_event_time([2]) is None
+
+    run(scenario())
+
+
 def test_a_position_never_moves_backwards(db: str) -> None:
     key = ("referral-events", 0)
 

@@ -119,6 +119,8 @@ def test_a_restarted_pipeline_resumes_from_the_store_alone(shared: Path) -> None
         await first.flush()
         second = pipeline(store, ListSink(), now)  # a new process: nothing in memory
         positions = await second.assign(range(PARTITIONS))
+        # Data freshness survives the restart (the newest stored event of its partitions).
+        assert second.stats.last_event_time == first.stats.last_event_time is not None
         # The consumer seeks to the stored positions; redelivering the first half is harmless.
         assert positions == {p: store.offsets.get((TOPIC, p), 0) for p in range(PARTITIONS)}
         await second.process(records)
