@@ -5,6 +5,7 @@
      +-- InputError                  a file or argument that cannot be used (exit code 2)
      +-- ServiceError                a broker, database or HTTP service failed (exit code 1)
           +-- ServiceUnavailableError   could not be reached at all
+          +-- FencedError               a write refused: another worker took the partitions
 
 Library exceptions are wrapped `from exc` at the adapter that calls the library. Bad *events*
 are never exceptions: the codec returns them as data (`streams.codec.Rejection`).
@@ -33,3 +34,13 @@ class ServiceError(CrisiswatchError):
 
 class ServiceUnavailableError(ServiceError):
     pass
+
+
+class FencedError(ServiceError):
+    """A batch was refused because another worker has since been assigned some of its
+    partitions (a higher lease epoch in PostgreSQL). Not transient: retrying the same write
+    can never succeed; the writer is no longer the owner of `partitions`."""
+
+    def __init__(self, message: str, partitions: frozenset[tuple[str, int]]) -> None:
+        super().__init__(message)
+        self.partitions = partitions

@@ -30,6 +30,24 @@ read-back from PostgreSQL never sees an older clock than the worker holds (see `
 Outcomes of N+1 may reach Kafka before N commits; a crash redoes both from the stored
 positions and publishes the same outcomes again.
 
+Fencing: one writer per partition
+---------------------------------
+Kafka's group protocol says who *should* own a partition; it cannot stop a worker that stalled
+(a long GC pause, SIGSTOP, a VM migration) past its session timeout from committing a batch it
+processed before the stall, over the work of the partition's new owner. PostgreSQL does: on
+assignment the pipeline takes a lease on each new partition (`ClockStore.acquire`, which
+increments the partition's epoch), and every batch carries the epochs it was processed under.
+The store refuses a batch with a superseded epoch (`FencedError`), nothing of it written.
+Before publishing a batch's outcomes (or a tick's), the pipeline also reads its partitions'
+epochs back (one query): a worker that stalled past a rebalance learns it there, before it
+publishes outcomes the new owner may already have superseded (outcomes on Kafka are not
+fenced by PostgreSQL; this check leaves only a stall between it and the send). Either way the
+pipeline logs one warning, forgets those partitions as a revoke would (their clocks leave
+memory; later records of theirs are ignored until they are assigned again, which takes a new
+lease) and writes the rest of the batch, the rows of the partitions it still holds. Positions
+therefore never move backwards: the only way back is the rewind on a gap (`process`), which
+seeks the consumer to the stored position and writes nothing.
+
 Partitions and memory
 ---------------------
 A worker owns the clocks of the partitions assigned to it. On assignment it loads the open
@@ -47,6 +65,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
@@ -58,7 +79,7 @@ from streams.codec import INTERNAL, Codec, Rejection
 from streams.engine import Change, Engine, Event, Outcome
 from streams.engine.event import RECEIVED, UNKNOWN
 from streams.engine.outcome import MET, NOT_MET
-from streams.errors import ServiceError
+from streams.errors import FencedError, ServiceError
 
 log = logging.getLogger("crisiswatch.pipeline")
 P = ParamSpec("P")
@@ -109,6 +130,14 @@ class ClockStore(Protocol):
     """What the pipeline needs of its system of record (`consumers.store.Store` live;
     `consumers.live.testing.MemoryStore` in unit tests)."""
 
+    async def acquire(self, topic: str, partitions: Iterable[int], owner: str) -> dict[int, int]:
+        """Take the partitions' leases (each epoch + 1); {partition: epoch}."""
+        ...
+
+    async def leases(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        """The current lease epoch of these partitions (a plain read, no lock)."""
+        ...
+
     async def positions(self, topic: str, partitions: Iterable[int]) -> dict[int, int]: ...
 
     async def open_clock_states(
@@ -117,7 +146,18 @@ class ClockStore(Protocol):
 
     async def clock_states(self, referral_ids: Iterable[str]) -> dict[str, dict[str, Any]]: ...
 
-    async def write(self, batch: Batch) -> None: ...
+    async def newest_event_time(self, partitions: Iterable[int]) -> int | None:
+        """Event time (epoch seconds) of the newest stored event of these partitions."""
+        ...
+
+    async def write(self, batch: Batch) -> None:
+        """One transaction; `FencedError` (nothing written) if an epoch was superseded."""
+        ...
+
+
+def default_owner() -> str:
+    """How this process names itself in a lease: host, process id and a random tag."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class Sink(Protocol):
@@ -154,8 +194,10 @@ class Pipeline:
         topic: str,
         clock: Callable[[], float] = time.time,
         retry: RetryPolicy | None = None,
+        owner: str | None = None,
     ) -> None:
         self.engine = engine
+        self.owner = owner if owner is not None else default_owner()
         self.codec = codec
         self.store = store
         self.sink = sink
@@ -171,7 +213,14 @@ class Pipeline:
         self._next: dict[int, int] = {}  # owned partition -> next offset, processed
         self._partition_of: dict[str, int] = {}  # referral id -> partition, for clocks in memory
         self._rewound: dict[int, int] = {}  # partition -> position we last rewound it to
+        self._epochs: dict[int, int] = {}  # owned partition -> lease epoch (`acquire`)
+        # Partitions taken over by another worker (a write was fenced): their records are
+        # ignored until they are assigned again.
+        self._fenced: set[int] = set()
         self._draining = False  # set by drain(): no new batch or tick starts
+        # Set by the first assignment, even of no partitions (a standby): the worker has
+        # joined its group and restored what it was given.
+        self.joined = False
         # The last batch's write, when `process(..., wait=False)` left it running, and the
         # referrals it wrote (their clocks stay in memory until it commits).
         self._writing: asyncio.Task[None] | None = None
@@ -184,45 +233,112 @@ class Pipeline:
         return frozenset(self._positions)
 
     async def assign(self, partitions: Iterable[int]) -> dict[int, int]:
-        """Own these partitions: load their clocks (once) and return their next offsets."""
+        """Own these partitions: load their clocks (once) and return their next offsets.
+
+        Called after every rebalance, with no partitions for a standby worker."""
+        partitions = list(partitions)
         async with self._lock:
             await self._settle()
             await self._load([p for p in partitions if p not in self._positions])
+            if not self.joined:
+                self.joined = True
+                if not partitions:
+                    log.info("joined the group with no partitions: a standby")
             return {p: self._positions[p] for p in partitions}
+
+    @property
+    def epochs(self) -> dict[int, int]:
+        """The lease epoch of every partition owned."""
+        return dict(self._epochs)
 
     async def revoke(self, partitions: Iterable[int]) -> None:
         """Give partitions up: their clocks leave memory (they are all in PostgreSQL)."""
         async with self._lock:
             await self._settle()
             gone = set(partitions)
-            for referral_id, partition in list(self._partition_of.items()):
-                if partition in gone:
-                    self.engine.evict(referral_id)
-                    del self._partition_of[referral_id]
-            for partition in gone:
-                self._positions.pop(partition, None)
-                self._next.pop(partition, None)
+            self._drop(gone)
+            self._fenced -= gone
             if gone:
                 log.info("revoked partitions %s", sorted(gone))
                 self._ownership_changed()
 
+    def _drop(self, partitions: set[int]) -> None:
+        """Forget partitions: their clocks leave memory, their positions and leases go."""
+        if not partitions:
+            return
+        for referral_id, partition in list(self._partition_of.items()):
+            if partition in partitions:
+                self.engine.evict(referral_id)
+                del self._partition_of[referral_id]
+        for partition in partitions:
+            self._positions.pop(partition, None)
+            self._next.pop(partition, None)
+            self._epochs.pop(partition, None)
+            self._rewound.pop(partition, None)
+
+    def _fence(self, lost: set[int], dropped: int) -> None:
+        """Another worker owns these partitions now: forget them (one line per loss: a write
+        already in flight for them, refused later, says nothing more)."""
+        news = lost - self._fenced
+        self._fenced |= lost
+        self._drop(lost)
+        if not news:
+            return
+        log.warning(
+            "partitions %s were taken over by another worker (a newer lease in PostgreSQL):"
+            " %d events of this batch dropped for them, and they are no longer written here",
+            sorted(news),
+            dropped,
+        )
+        self.stats.fenced += 1
+        self._ownership_changed()
+
+    def _owned(self, batch: Batch) -> Batch:
+        """`batch` less what this worker no longer holds, with the epochs it holds."""
+        partitions = batch.partitions()
+        gone = {p for p in partitions if p not in self._epochs}
+        if gone:
+            batch = batch.without(gone)
+        return Batch(
+            batch.events,
+            batch.clocks,
+            batch.positions,
+            {(self.topic, p): self._epochs[p] for p in partitions - gone},
+        )
+
     async def _load(self, partitions: list[int]) -> None:
         if not partitions:
             return
+        # The lease first: from here on a stalled previous owner cannot commit, so what is
+        # read next is what it committed last.
+        epochs = await self._retrying(
+            "take partition leases", self.store.acquire, self.topic, partitions, self.owner
+        )
         positions = await self._retrying(
             "load positions", self.store.positions, self.topic, partitions
         )
         states = await self._retrying("load clocks", self.store.open_clock_states, partitions)
+        # Data freshness survives a restart: the newest event this worker's partitions hold.
+        newest = await self._retrying(
+            "load newest event time", self.store.newest_event_time, partitions
+        )
+        last = self.stats.last_event_time
+        if newest is not None and (last is None or newest > last):
+            self.stats.last_event_time = newest
         for partition, state in states:
             self.engine.load(state)
             self._partition_of[state["referral_id"]] = partition
         for partition in partitions:
             self._positions[partition] = self._next[partition] = positions.get(partition, 0)
+            self._epochs[partition] = epochs[partition]
+            self._fenced.discard(partition)
+        self.joined = True
         log.info(
-            "assigned partitions %s: %d open clocks restored, positions %s",
+            "assigned partitions %s: %d open clocks restored, positions %s, lease epochs %s",
             sorted(partitions),
             len(states),
             {p: self._positions[p] for p in sorted(partitions)},
+            {p: self._epochs[p] for p in sorted(partitions)},
         )
         self._ownership_changed()
 
@@ -307,7 +423,8 @@ class Pipeline:
     async def _process(
         self, messages: Sequence[Record], decoded: Sequence[Decoded]
     ) -> dict[int, int]:
-        new = sorted({m.partition for m in messages} - self._next.keys())
+        fenced = self._fenced
+        new = sorted({m.partition for m in messages} - self._next.keys() - fenced)
         if new:
             await self._settle()
             await self._load(new)
@@ -317,6 +434,8 @@ class Pipeline:
         todo: list[tuple[Record, Decoded]] = []
         for message, result in zip(messages, decoded, strict=True):
             partition = message.partition
+            if partition in fenced:
+                continue  # another worker's now, until it is assigned here again
             position = expected[partition]
             if partition in rewind or message.offset < position:
                 continue  # rewinding; or committed before a restart or rebalance
@@ -409,20 +528,51 @@ class Pipeline:
             )
             for message, event, document, text in merged
         ]
+        if changes or dead:
+            # Still the owner? A worker that stalled past a rebalance learns it here, before
+            # it publishes outcomes the partitions' new owner may have superseded.
+            lost = await self._taken_over(started)
+            if lost:
+                self._fence(lost, sum(1 for m, *_ in accepted if m.partition in lost))
+                changes = [c for c in changes if c.outcome.referral_id in self._partition_of]
+                dead = [d for d in dead if d.partition not in lost]
+                audit = [row for row in audit if row.kafka_partition not in lost]
+                touched = {r: None for r in touched if r in self._partition_of}
+                expected = {p: o for p, o in expected.items() if p not in lost}
         positions = {(self.topic, p): offset for p, offset in expected.items() if p not in rewind}
         await self._emit(changes, dead, now)
         batch = Batch(audit, self._clock_rows(touched), positions)
         self._next.update({p: o for (_, p), o in positions.items()})
         await self._settle(keep=touched)
+        # The write just settled may have been fenced, after this batch was built: partitions
+        # lost meanwhile are forgotten again (this batch put their clocks back in memory).
+        lost = batch.partitions() & self._fenced
+        if lost:
+            self._drop(lost)
         self._writing = asyncio.create_task(self._commit(batch))
         self._writing_touched = touched
         return rewind
 
     async def _commit(self, batch: Batch) -> None:
         """Write a batch; then (committed) advance the stored positions."""
-        await self._write(batch)
-        self._positions.update({p: o for (_, p), o in batch.positions.items()})
+        written = await self._write_owned(batch)
+        self._positions.update({p: o for (_, p), o in written.positions.items()})
         self.stats.batches += 1
+
+    async def _write_owned(self, batch: Batch) -> Batch:
+        """Write what this worker still holds of `batch`, under its leases; a fenced write
+        forgets the partitions lost and writes the rest. Returns what was written."""
+        while True:
+            owned = self._owned(batch)
+            if not owned:
+                return owned
+            try:
+                await self._write(owned)
+            except FencedError as refused:
+                lost = {p for topic, p in refused.partitions if topic == self.topic}
+                self._fence(lost, sum(1 for r in owned.events if r.kafka_partition in lost))
+                continue
+            return owned
 
     async def tick(self) -> int:
         """Publish the live-state changes due by the wall clock; returns how many.
@@ -443,13 +593,28 @@ class Pipeline:
             changes = self.engine.advance(now)
             if not changes:
                 return 0
+            partitions = {self._partition_of.get(c.outcome.referral_id) for c in changes}
+            lost = await self._taken_over(p for p in partitions if p is not None)
+            if lost:
+                self._fence(lost, 0)
+                changes = [c for c in changes if c.outcome.referral_id in self._partition_of]
             await self._emit(changes, [], now)
             touched = [c.outcome.referral_id for c in changes]
-            await self._write(Batch([], self._clock_rows(touched), {}))
+            await self._write_owned(Batch([], self._clock_rows(touched), {}))
             self._evict_closed(touched)
             return len(changes)
 
     # -- internals -------------------------------------------------------------------------------
+
+    async def _taken_over(self, partitions: Iterable[int]) -> set[int]:
+        """Which of these partitions' leases have moved on to another worker (one read)."""
+        held = {p: self._epochs[p] for p in partitions if p in self._epochs}
+        if not held:
+            return set()
+        current = await self._retrying(
+            "check partition leases", self.store.leases, self.topic, list(held)
+        )
+        return {p for p, epoch in held.items() if current.get(p) != epoch}
 
     def _clock_rows(self, referral_ids: Iterable[str]) -> list[ClockRow]:
         rows = []

@@ -22,8 +22,10 @@ Startup fails fast, with one line and no traceback (`consumers.cli.main.main` pr
 settings (a bootstrap address, database or Alertmanager URL that cannot be parsed) are
 `ConfigurationError` (exit 2, checked by `check_settings` before anything connects); a broker
 that does not answer one metadata request within `BROKER_CHECK_TIMEOUT_S`, or lacks the events
-topic, and a database that cannot be reached are `ServiceError` (exit 1), checked before Faust
-starts. A supervisor should restart on 1 (the service may come back) and not on 2.
+topic, a database that cannot be reached, and a database whose schema this code cannot run on
+(not migrated, older, or migrated by a newer release: `consumers.store.check_schema`) are
+`ServiceError` (exit 1), checked before Faust starts. A supervisor should restart on 1 (the
+service may come back) and not on 2.
 
 SIGTERM (and SIGINT) drain: Faust stops fetching, then `Pipeline.drain` waits for the batch in
 flight to be published *and* written (the agent shields it from cancellation) and refuses
@@ -55,7 +57,7 @@ from consumers.kafka.security import KafkaSecurity
 from consumers.live.pipeline import DeadLetter, Pipeline
 from consumers.observe.alertmanager import AlertmanagerAccess, AlertmanagerNotifier
 from consumers.observe.metrics import MetricsServer
-from consumers.store import Store, check_url
+from consumers.store import Store, check_schema, check_url
 from streams.codec import Codec
 from streams.engine import Engine, Outcome, Rules
 from streams.errors import ConfigurationError, ServiceError
@@ -305,6 +307,14 @@ def build_app(config: WorkerConfig, pipeline: Pipeline) -> CrisiswatchApp:
         except Exception:
             _exit_beyond_retry("deadline tick")
 
+    @app.on_rebalance_complete.connect  # type: ignore[untyped-decorator]
+    async def on_rebalanced(app: Any, **_: Any) -> None:
+        # Faust seeks (and so assigns, in `perform_seek`) only when it was given partitions: a
+        # worker given none of the events topic is told here that it is a standby.
+        mine = [tp for tp in app.consumer.assignment() if tp.topic == config.events_topic]
+        if not mine:
+            await pipeline.assign([])
+
     @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
     async def on_revoked(app: Any, revoked: set[Any], **_: Any) -> None:
         await pipeline.revoke(tp.partition for tp in revoked if tp.topic == config.events_topic)
@@ -431,6 +441,7 @@ def run(config: WorkerConfig, rules: Rules, codec: Codec) -> None:
     """
     check_settings(config)
     check_broker(config)
+    check_schema(config.database_url)  # before Faust: a wrong schema is one line, exit 1
     # The store's writer thread waits on PostgreSQL with the GIL released; when an answer
     # comes, it needs the GIL back promptly to send the next statement, not after the
     # default 5 ms slice of a busy event loop (docs/benchmarks.md has the figures).

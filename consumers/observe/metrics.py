@@ -29,11 +29,19 @@ a closed set, so the number of series per worker is bounded whatever the input s
   to the outcomes; only ICB detail of contradictory input is lost). Places are therefore the
   42 ICBs plus 8 (region-or-unknown, `unknown`) pairs: 50;
 * `state`: `waiting`, `at_risk`, `breached`; `result`: `met`, `not_met`;
-* `type`: the 4 event types; `reason`: the 7 codec rejection reasons (both pre-set to 0, so
-  `rate()` works from the first increment; anything else would count as `unknown`).
+* `type`: the 4 event types; `reason`: the 7 codec rejection reasons (anything else would
+  count as `unknown`).
 
-Series (sample lines) per worker, for valid input and as a hard cap for any input
-(3 pathway values instead of 2, `unknown` type and reason):
+Every valid label set is pre-set to 0 (Prometheus' "avoid missing metrics"): every family
+has its samples from the first scrape of a fresh worker, whether or not it has seen an event,
+so "zero" never looks like "absent" to a query or an alert, and `rate()` counts the first
+increment. The valid sets are closed and small; the collector builds them once
+(`_valid_places`). A label set outside them (an `unknown` pathway, type or reason) appears
+once seen and stays.
+
+Series (sample lines) per worker: the "valid" column is what every worker exports from its
+first scrape; the cap holds for any input (3 pathway values instead of 2, `unknown` type and
+reason):
 
     metric                                   labels                       valid   cap
     crisiswatch_open_clocks                  2 pathways x 50 places x 3     300   450
@@ -49,17 +57,20 @@ Series (sample lines) per worker, for valid input and as a hard cap for any inpu
     total                                                                 <= 880 <= 1,302
 
 `SERIES_BUDGET` (1,500) is the stated budget; tests drive every valid combination and
-adversarial codes and check the count stays within it. An open-clock series that falls to
-zero is still exported (as 0) once it has existed, so backlog graphs do not break up.
+adversarial codes and check the count stays within it. A series that falls to zero is still
+exported (as 0), so backlog graphs do not break up.
 
 Timestamps that are not known yet (no event accepted, nothing written) are absent rather than
-0, so "age of the last event" alerts never see a 1970 timestamp.
+0, so "age of the last event" alerts never see a 1970 timestamp; they are the only samples a
+fresh worker lacks. A restarted worker knows the newest event at once: the pipeline reads the
+newest stored event time of the partitions it is assigned.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 from bisect import bisect_left
@@ -83,8 +94,9 @@ from prometheus_client.utils import floatToGoString
 from consumers.observe.stats import Stats
 from streams import names
 from streams.codec import REASONS
-from streams.engine import Engine
+from streams.engine import Engine, Rules
 from streams.engine.event import EVENT_TYPES, PATHWAYS, UNKNOWN
+from streams.engine.outcome import MET, NOT_MET, OPEN_STATES
 from streams.errors import ConfigurationError
 from streams.geography import region_by_icb, regions
 
@@ -103,9 +115,32 @@ class Watched(Protocol):
 
     stats: Stats
     engine: Engine
+    joined: bool  # has completed an assignment (possibly of no partitions)
 
     @property
     def partitions(self) -> frozenset[int]: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+
+class _Unwatched:
+    """What the server's collector reads before the worker's pipeline exists (while it
+    connects to PostgreSQL): no clocks, no counts, no partitions. Every family still has its
+    samples, at 0, from the first scrape."""
+
+    def __init__(self) -> None:
+        self.stats = Stats()
+        self.engine = Engine(Rules())
+        self.joined = False
+
+    @property
+    def partitions(self) -> frozenset[int]:
+        return frozenset()
+
+    @property
+    def draining(self) -> bool:
+        return False
 
 
 # -- closed label sets ---------------------------------------------------------------------------
@@ -127,6 +162,25 @@ def _place(region: str, icb: str) -> tuple[str, str]:
     return region, icb if region_by_icb().get(icb) == region else UNKNOWN
 
 
+@lru_cache(maxsize=1)
+def _valid_places() -> tuple[tuple[str, str], ...]:
+    """Every valid (region, icb) label pair: each ICB in its own region, and each region (and
+    `unknown`) with `icb="unknown"`."""
+    own = {(region, icb) for icb, region in region_by_icb().items()}
+    unplaced = {(region, UNKNOWN) for region in [*regions(), UNKNOWN]}
+    return tuple(sorted(own | unplaced))
+
+
+def _valid_regions() -> tuple[str, ...]:
+    return (*sorted(regions()), UNKNOWN)
+
+
+def _zeros(*dimensions: Iterable[tuple[str, ...]]) -> Counter[tuple[str, ...]]:
+    """A counter holding 0 for every combination of the dimensions' label tuples."""
+    keys = [sum(parts, ()) for parts in itertools.product(*dimensions)]
+    return Counter(dict.fromkeys(keys, 0))
+
+
 class _Histogram:
     """Cumulative bucket counts, sum and count per label set (client_python's semantics)."""
 
@@ -137,11 +191,16 @@ class _Histogram:
         self._counts: dict[tuple[str, ...], list[int]] = {}  # per bucket, not cumulative
         self._sums: dict[tuple[str, ...], float] = {}
 
-    def observe(self, labels: tuple[str, ...], value: float) -> None:
+    def preset(self, labels: tuple[str, ...]) -> list[int]:
+        """The bucket counts of `labels`, created at 0 if new."""
         counts = self._counts.get(labels)
         if counts is None:
             counts = self._counts[labels] = [0] * (len(self.bounds) + 1)
             self._sums[labels] = 0.0
+        return counts
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        counts = self.preset(labels)
         counts[bisect_left(self.bounds, value)] += 1  # le: value <= bound
         self._sums[labels] += value
 
@@ -167,7 +226,16 @@ class PipelineCollector(Collector):
         self.pipeline = pipeline
         self._waits = _Histogram(names.CLOCK_WAIT_BUCKETS)
         self._writes = _Histogram(POSTGRES_WRITE_BUCKETS)
-        self._open_seen: set[tuple[str, str, str, str]] = set()
+        pathways = [(p,) for p in PATHWAYS]
+        regional = [(r,) for r in _valid_regions()]
+        for pathway, region in itertools.product(PATHWAYS, _valid_regions()):
+            self._waits.preset((pathway, region))
+        self._writes.preset(())
+        # Label sets pre-set to 0 (module docstring); label sets seen are added, never removed.
+        self._open = _zeros(pathways, _valid_places(), [(s,) for s in OPEN_STATES])
+        self._stopped = _zeros(pathways, _valid_places(), [(MET,), (NOT_MET,)])
+        self._received = _zeros(pathways, _valid_places())
+        self._withdrawn = _zeros(pathways, regional)
         if registry is not None:
             registry.register(self)
 
@@ -210,20 +278,18 @@ class PipelineCollector(Collector):
         pipeline = self.pipeline
         stats = pipeline.stats
 
-        opened: Counter[tuple[str, str, str, str]] = Counter()
+        opened = Counter(dict.fromkeys(self._open, 0))
         for (pathway, region, icb, state), count in pipeline.engine.open_counts().items():
             opened[(_closed(pathway, PATHWAYS), *_place(region, icb), state)] += count
-        self._open_seen.update(opened)
-        family = GaugeMetricFamily(
+        self._open.update(dict.fromkeys(opened, 0))  # remember label sets seen
+        yield _gauge(
             names.OPEN_CLOCKS,
             "Open clocks now, by live state (waiting, at_risk, breached).",
-            labels=["pathway", "region", "icb", "state"],
+            ["pathway", "region", "icb", "state"],
+            opened,
         )
-        for key in sorted(self._open_seen):
-            family.add_metric(list(key), opened[key])
-        yield family
 
-        stopped: Counter[tuple[str, str, str, str]] = Counter()
+        stopped = Counter(self._stopped)
         for (pathway, region, icb, state), count in stats.stopped.items():
             # The pipeline counts only met / not_met stops (clock types 05 and 06).
             stopped[(_closed(pathway, PATHWAYS), *_place(region, icb), state)] += count
@@ -238,7 +304,7 @@ class PipelineCollector(Collector):
             names.CLOCK_WAIT, "Wait of stopped clocks (met / not_met).", ["pathway", "region"]
         )
 
-        received: Counter[tuple[str, str, str]] = Counter()
+        received = Counter(self._received)
         for (pathway, region, icb), count in stats.received.items():
             received[(_closed(pathway, PATHWAYS), *_place(region, icb))] += count
         yield _counter(
@@ -258,7 +324,7 @@ class PipelineCollector(Collector):
             rejected[(_closed(reason, REASONS),)] += count
         yield _counter(names.EVENTS_REJECTED, "Rejected events (to the DLQ).", ["reason"], rejected)
 
-        withdrawn: Counter[tuple[str, str]] = Counter()
+        withdrawn = Counter(self._withdrawn)
         for (pathway, region), count in stats.withdrawn.items():
             withdrawn[(_closed(pathway, PATHWAYS), _region(region))] += count
         yield _counter(
@@ -303,6 +369,13 @@ def _counter(name: str, documentation: str, labels: list[str], values: Counter[K
     return family
 
 
+def _gauge(name: str, documentation: str, labels: list[str], values: Counter[Key]) -> Metric:
+    family = GaugeMetricFamily(name, documentation, labels=labels)
+    for key in sorted(values):
+        family.add_metric(list(key), values[key])
+    return family
+
+
 def new_registry(pipeline: Watched | None = None) -> CollectorRegistry:
     """A worker's registry: process metrics (`crisiswatch_process_*`) and, given one, a
     pipeline's metrics. No default-registry globals: each worker serves its own."""
@@ -319,9 +392,13 @@ def new_registry(pipeline: Watched | None = None) -> CollectorRegistry:
 class MetricsServer:
     """`/metrics`, `/health` and `/ready` on one port, served by aiohttp on the running loop.
 
-    `/health` is 200 while the process runs; `/ready` is 503 until a pipeline is watched and
-    owns partitions or has processed a batch. `start()` binds (port 0: a free port) and returns
-    the port; `watch(pipeline)` adds the pipeline's collector.
+    `/health` is 200 while the process runs (liveness). `/ready` (readiness) is 200 from the
+    pipeline's first assignment, whether it was given partitions (their clocks restored) or
+    none (a standby, beyond the partition count), until it drains; 503 before (connecting,
+    joining the group, restoring) and from the drain on. It stays 200 through later
+    rebalances: a rebalance moves partitions, it does not make a worker less able to take
+    them. `start()` binds (port 0: a free port) and returns the port; `watch(pipeline)`
+    points the collector at the pipeline.
     """
 
     def __init__(
@@ -335,7 +412,8 @@ class MetricsServer:
         self.host = host
         self.port = port
         self.registry = registry if registry is not None else new_registry()
-        self.collector: PipelineCollector | None = None
+        # Registered now, so the first scrape has every family, before any pipeline exists.
+        self.collector = PipelineCollector(_Unwatched(), registry=self.registry)
         self.ready: Callable[[], bool] = lambda: False
         self._drain_interval = drain_interval
         self._runner: web.AppRunner | None = None
@@ -369,9 +447,9 @@ class MetricsServer:
         return self.port
 
     def watch(self, pipeline: Watched) -> PipelineCollector:
-        """Export this pipeline's metrics; ready once it owns partitions or has consumed."""
-        self.collector = PipelineCollector(pipeline, registry=self.registry)
-        self.ready = lambda: bool(pipeline.partitions) or pipeline.stats.batches > 0
+        """Export this pipeline's metrics; ready from its first assignment to its drain."""
+        self.collector.pipeline = pipeline
+        self.ready = lambda: pipeline.joined and not pipeline.draining
         return self.collector
 
     async def stop(self) -> None:
@@ -387,8 +465,7 @@ class MetricsServer:
     async def _drain_forever(self) -> None:
         while True:
             await asyncio.sleep(self._drain_interval)
-            if self.collector is not None:
-                self.collector.drain()
+            self.collector.drain()
 
     async def _metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))

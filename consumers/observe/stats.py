@@ -26,6 +26,7 @@ class Stats:
     received: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     waits: list[tuple[str, str, int]] = field(default_factory=list)  # drained by metrics
     batches: int = 0
+    fenced: int = 0  # writes refused because another worker took partitions over
     last_event_time: int | None = None
     last_write: float | None = None  # wall clock of the last committed transaction
     write_seconds: list[float] = field(default_factory=list)  # drained by metrics

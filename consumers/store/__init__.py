@@ -6,7 +6,7 @@ and connections.
 """
 
 from consumers.store.connect import blocking_session, check_url, is_transient, with_database
-from consumers.store.migrate import Migration, migrate, migrations
+from consumers.store.migrate import Migration, check_schema, migrate, migrations
 from consumers.store.postgres import CLOCKS_CHANNEL, Store
 from consumers.store.rows import PENDING, AuditRow, Batch, ClockRow, Counts, clock_row
 
@@ -20,6 +20,7 @@ __all__ = [
     "Migration",
     "Store",
     "blocking_session",
+    "check_schema",
     "check_url",
     "clock_row",
     "is_transient",

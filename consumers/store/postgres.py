@@ -11,7 +11,8 @@ Tables (schema: `consumers.store.migrate`)
 * `clocks`: one row per referral, CSDS-like columns derived here from the outcome and the
   engine state, plus the engine state itself (`engine_state`), which is what a restarted
   worker restores from;
-* `consumer_positions`: the next offset to read per topic partition.
+* `consumer_positions`: the next offset to read per topic partition;
+* `partition_leases`: the epoch and owner of each topic partition (the fence, below).
 
 Writes: one transaction per batch
 ---------------------------------
@@ -29,6 +30,24 @@ are created once per connection (`ON COMMIT DELETE ROWS`) rather than per transa
 (`ON COMMIT DROP`), which would insert and delete catalog rows on every batch. Clock upserts
 are applied in referral-id order so that two writers touching the same referrals lock them in
 the same order (no deadlock between them).
+
+The fence: one owner per partition
+----------------------------------
+A worker assigned partitions takes a lease on each (`acquire`): one statement increments the
+partitions' epochs and names the new owner. Every batch carries the epochs its writer holds
+(`Batch.epochs`); its transaction first locks those lease rows (`FOR SHARE`, in key order)
+and compares. If one has moved on, another worker was assigned the partition after this one:
+the transaction rolls back and `write` raises `FencedError` naming the superseded partitions.
+The lock orders the two: an `acquire` waits for a batch transaction that holds the lease rows
+(so the new owner restores from a database that already holds that batch), and a batch that
+starts after an `acquire` has committed sees the new epoch. A writer that stalls inside its
+transaction cannot hold the new owner up for long: the writer's connection has an
+`idle_in_transaction_session_timeout` (`STALLED_WRITER_TIMEOUT_MS`), after which PostgreSQL
+ends its session and its transaction rolls back.
+
+Positions only move forward: a batch that would store a lower next offset than the one stored
+is refused (`ServiceError`, a bug: the pipeline's rewind seeks the consumer back to the stored
+position and writes nothing).
 
 Text PostgreSQL cannot store
 ----------------------------
@@ -69,6 +88,7 @@ from consumers.store.connect import (
 from consumers.store.rows import PENDING, AuditRow, Batch, ClockRow, Counts
 from streams.engine import Clock, Outcome, Rules
 from streams.engine.outcome import BREACHED, CLOCK_REABLEMENT, CLOCK_UCR, OPEN_STATES
+from streams.errors import FencedError, ServiceError
 from streams.jsontext import dumps_text
 
 __all__ = ["CLOCKS_CHANNEL", "Store"]
@@ -143,7 +163,27 @@ _UPSERT_POSITIONS: Final = (
     " ORDER BY topic, kafka_partition"
     " ON CONFLICT (topic, kafka_partition) DO UPDATE SET"
     " next_offset = EXCLUDED.next_offset, updated_at = EXCLUDED.updated_at"
+    # Forward only (module docstring): a row left out here is reported by RETURNING's count.
+    " WHERE consumer_positions.next_offset <= EXCLUDED.next_offset"
+    " RETURNING kafka_partition"
 )
+_ACQUIRE: Final = (
+    "INSERT INTO partition_leases (topic, kafka_partition, epoch, owner, acquired_at)"
+    " SELECT %s, p, 1, %s, now() FROM unnest(%s::integer[]) AS p ORDER BY p"
+    " ON CONFLICT (topic, kafka_partition) DO UPDATE SET"
+    " epoch = partition_leases.epoch + 1, owner = EXCLUDED.owner,"
+    " acquired_at = EXCLUDED.acquired_at"
+    " RETURNING kafka_partition, epoch"
+)
+_LOCK_LEASES: Final = (
+    "SELECT l.topic, l.kafka_partition, l.epoch FROM partition_leases l"
+    " JOIN unnest(%s::text[], %s::integer[]) AS h(topic, kafka_partition)"
+    " USING (topic, kafka_partition)"
+    " ORDER BY l.topic, l.kafka_partition FOR SHARE OF l"
+)
+#: How long PostgreSQL lets the writer's connection sit idle inside a transaction before it
+#: ends the session (milliseconds): a stalled writer releases its lease locks after this.
+STALLED_WRITER_TIMEOUT_MS: Final = 5000
 
 _OUTCOME_COLUMNS: Final = (
     "referral_id, pathway, clock_type, region, icb, provider, clock_start, clock_stop,"
@@ -236,12 +276,49 @@ class Store:
             )
             return {wanted[rid]: state for rid, state in await cursor.fetchall()}
 
+    async def newest_event_time(self, partitions: Iterable[int]) -> int | None:
+        """Event time (epoch seconds) of the newest stored event of `partitions`; None if
+        they hold none."""
+        async with self._session("reading the newest event time") as conn:
+            cursor = await conn.execute(
+                "SELECT extract(epoch FROM max(event_time))::bigint FROM events"
+                " WHERE kafka_partition = ANY(%s::integer[])",
+                (list(partitions),),
+            )
+            row = await cursor.fetchone()
+            return int(row[0]) if row is not None and row[0] is not None else None
+
+    # -- the fence -----------------------------------------------------------------------------
+
+    async def acquire(self, topic: str, partitions: Iterable[int], owner: str) -> dict[int, int]:
+        """Take the leases of `partitions` for `owner`: each epoch goes up by one (module
+        docstring); returns {partition: epoch}, the epochs the owner's batches must carry.
+
+        Waits for a batch transaction of the previous owner that holds the lease rows."""
+        wanted = sorted(set(partitions))
+        if not wanted:
+            return {}
+        async with self._session("taking partition leases") as conn:
+            cursor = await conn.execute(_ACQUIRE, (_clean(topic), _clean(owner), wanted))
+            return {int(p): int(e) for p, e in await cursor.fetchall()}
+
+    async def leases(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        """The current lease epoch of these partitions (absent: never leased); no lock."""
+        async with self._session("reading partition leases") as conn:
+            cursor = await conn.execute(
+                "SELECT kafka_partition, epoch FROM partition_leases"
+                " WHERE topic = %s AND kafka_partition = ANY(%s::integer[])",
+                (_clean(topic), list(partitions)),
+            )
+            return {int(p): int(e) for p, e in await cursor.fetchall()}
+
     # -- write ---------------------------------------------------------------------------------
 
     async def write(self, batch: Batch) -> None:
         """Audit rows, clock upserts and positions in ONE transaction (see module docstring).
 
         An event id already stored is ignored (R8); a referral's row is replaced by the latest.
+        Raises `FencedError` (nothing written) if an epoch of `batch.epochs` was superseded.
         """
         if not batch:
             return
@@ -251,8 +328,9 @@ class Store:
         rules = self.rules
         clocks = [_clock_values(row, rules) for row in latest.values()]
         positions = sorted(batch.positions.items())
+        epochs = sorted(((_clean(t), p), e) for (t, p), e in batch.epochs.items())
         await asyncio.get_running_loop().run_in_executor(
-            self._writer, self._write_blocking, events, clocks, positions
+            self._writer, self._write_blocking, events, clocks, positions, epochs
         )
 
     def _write_blocking(
@@ -260,6 +338,7 @@ class Store:
         events: list[tuple[Any, ...]],
         clocks: list[tuple[Any, ...]],
         positions: list[tuple[tuple[str, int], int]],
+        epochs: list[tuple[tuple[str, int], int]],
     ) -> None:
         """`write`'s transaction, on the writer thread and its connection (reconnecting)."""
         with wrapped("writing a batch"):
@@ -270,15 +349,21 @@ class Store:
                 self._writer_conn = None
                 conn = self._writer_conn = _writer_connect(self._url)
             with conn.transaction(), conn.cursor() as cursor:
+                # Staging first: COPY into this session's temporary tables locks nothing that
+                # another worker waits for, however long the client takes to send the rows.
                 if events:
                     with cursor.copy(_COPY_EVENTS) as copy:
                         for values in events:
                             copy.write_row(values)
-                    cursor.execute(_INSERT_EVENTS)
                 if clocks:
                     with cursor.copy(_COPY_CLOCKS) as copy:
                         for values in clocks:
                             copy.write_row(values)
+                if epochs:
+                    _check_epochs(cursor, epochs)
+                if events:
+                    cursor.execute(_INSERT_EVENTS)
+                if clocks:
                     cursor.execute(_INSERT_CLOCKS)
                     # Delivered on commit, once per transaction: the board's change feed.
                     cursor.execute("NOTIFY " + CLOCKS_CHANNEL)
@@ -291,6 +376,11 @@ class Store:
                             [offset for _, offset in positions],
                         ),
                     )
+                    if cursor.rowcount != len(positions):
+                        raise ServiceError(
+                            "refusing to move a stored consumer position backwards"
+                            f" ({len(positions) - cursor.rowcount} of {positions})"
+                        )
 
     # -- reads for consoles and tests ----------------------------------------------------------
 
@@ -372,6 +462,24 @@ class Store:
                 yield self._conn
             except psycopg.Error as exc:
                 raise wrap_error(exc, what) from exc
+
+
+def _check_epochs(
+    cursor: psycopg.Cursor[tuple[Any, ...]], epochs: list[tuple[tuple[str, int], int]]
+) -> None:
+    """Lock the lease rows of `epochs` and raise `FencedError` if any has moved on."""
+    cursor.execute(_LOCK_LEASES, ([topic for (topic, _), _ in epochs], [p for (_, p), _ in epochs]))
+    stored = {(str(t), int(p)): int(e) for t, p, e in cursor.fetchall()}
+    lost = {key: held for key, held in epochs if stored.get(key) != held}
+    if lost:
+        detail = ", ".join(
+            f"{topic}[{partition}] epoch {held} < {stored.get((topic, partition), 'none')}"
+            for (topic, partition), held in sorted(lost.items())
+        )
+        raise FencedError(
+            f"batch refused: partitions taken over by another worker ({detail})",
+            frozenset(lost),
+        )
 
 
 # -- row building ------------------------------------------------------------------------------
@@ -465,6 +573,10 @@ def _writer_connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
     """The writer thread's connection, with its staging tables."""
     conn = connect_sync(url)
     with wrapped("creating the staging tables"), conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+            (f"{STALLED_WRITER_TIMEOUT_MS}ms",),
+        )
         for statement in _STAGING:
             cursor.execute(statement)
     return conn

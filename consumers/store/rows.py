@@ -7,6 +7,7 @@ dataclasses.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
@@ -51,14 +52,36 @@ class ClockRow(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """What one worker transaction writes. `positions`: (topic, partition) -> next offset."""
+    """What one worker transaction writes. `positions`: (topic, partition) -> next offset.
+
+    `epochs`: the lease epoch the writer holds for each (topic, partition) it writes
+    (`Store.acquire`); the store refuses the whole batch (`FencedError`) if any of them has
+    been superseded. A batch with no epochs is not fenced (tools and benchmarks).
+    """
 
     events: list[AuditRow] = field(default_factory=list)
     clocks: list[ClockRow] = field(default_factory=list)
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    epochs: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.events or self.clocks or self.positions)
+
+    def partitions(self) -> set[int]:
+        """The partitions whose rows or positions this batch writes."""
+        found = {p for _, p in self.positions}
+        found.update(r.kafka_partition for r in self.events if r.kafka_partition is not None)
+        found.update(r.kafka_partition for r in self.clocks if r.kafka_partition is not None)
+        return found
+
+    def without(self, partitions: Container[int]) -> Batch:
+        """This batch less the rows, positions and epochs of `partitions`."""
+        return Batch(
+            [r for r in self.events if r.kafka_partition not in partitions],
+            [r for r in self.clocks if r.kafka_partition not in partitions],
+            {k: v for k, v in self.positions.items() if k[1] not in partitions},
+            {k: v for k, v in self.epochs.items() if k[1] not in partitions},
+        )
 
 
 def clock_row(

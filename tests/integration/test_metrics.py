@@ -50,6 +50,12 @@ class FakeStore:
     def __init__(self) -> None:
         self.batches: list[Batch] = []
 
+    async def acquire(self, topic: str, partitions: Sequence[int], owner: str) -> dict[int, int]:
+        return dict.fromkeys(partitions, 1)
+
+    async def leases(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+        return dict.fromkeys(partitions, 1)
+
     async def positions(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
         return {}
 
@@ -58,6 +64,9 @@ class FakeStore:
 
     async def clock_states(self, referral_ids: Any) -> dict[str, Any]:
         return {}
+
+    async def newest_event_time(self, partitions: Sequence[int]) -> int | None:
+        return None
 
     async def write(self, batch: Batch) -> None:
         self.batches.append(batch)
@@ -206,9 +215,7 @@ def test_values_come_from_the_pipeline(pipeline: Pipeline, registry: CollectorRe
     assert get("crisiswatch_events_rejected_total", {"reason": "bad_time"}) == 0
     assert get("crisiswatch_clocks_stopped_total", {**QYG, "result": "met"}) == 1
     assert get("crisiswatch_clocks_stopped_total", {**QYG, "result": "not_met"}) == 1
-    assert (
-        get("crisiswatch_breaches_withdrawn_total", {"pathway": "ucr_2h", "region": "Y62"}) is None
-    )
+    assert get("crisiswatch_breaches_withdrawn_total", {"pathway": "ucr_2h", "region": "Y62"}) == 0
     assert get("crisiswatch_last_event_timestamp_seconds") == NOW - 10 * MINUTE
     assert get("crisiswatch_worker_up") == 1
     assert get("crisiswatch_partitions_owned") == len(pipeline.partitions) > 0
@@ -292,6 +299,36 @@ def test_unrecognised_or_contradictory_places_count_as_unknown(
     assert get("crisiswatch_open_clocks", {**london, "state": "waiting"}) == 2
     values = {v for s in series(registry) for v in s.labels.values()}
     assert not values & {"QZZ", "Y99"}
+
+
+#: Labelled families of CONTRACT section 4 and the series each has from the first scrape.
+LABELLED = {
+    "crisiswatch_open_clocks": 2 * 50 * 3,
+    "crisiswatch_clocks_stopped_total": 2 * 50 * 2,
+    "crisiswatch_clock_wait_seconds": 2 * 8 * 14,
+    "crisiswatch_referrals_received_total": 2 * 50,
+    "crisiswatch_events_total": 4,
+    "crisiswatch_events_rejected_total": 7,
+    "crisiswatch_breaches_withdrawn_total": 2 * 8,
+}
+
+
+def test_a_fresh_pipeline_exports_every_labelled_series_at_zero(
+    pipeline: Pipeline, registry: CollectorRegistry
+) -> None:
+    samples = series(registry)
+    by_family = {family.name: family for family in registry.collect()}
+    for name, count in LABELLED.items():
+        family = by_family[name.removesuffix("_total")]
+        assert len(family.samples) == count, name
+        assert {s.value for s in family.samples} == {0}, name
+    get = registry.get_sample_value
+    assert get("crisiswatch_open_clocks", {**QYG, "state": "breached"}) == 0
+    assert get("crisiswatch_postgres_write_seconds_count") == 0
+    # Unknown timestamps stay absent (module docstring): the only two samples not there.
+    assert get("crisiswatch_last_event_timestamp_seconds") is None
+    assert get("crisiswatch_last_postgres_write_timestamp_seconds") is None
+    assert len(samples) == 870 - 2
 
 
 # -- the series budget and identifiers -----------------------------------------------------------
@@ -416,6 +453,10 @@ def test_server_serves_metrics_health_and_ready_on_one_port() -> None:
             assert server.url == f"http://127.0.0.1:{port}"
             assert (await _get(f"{server.url}/health"))[0] == 200
             assert (await _get(f"{server.url}/ready"))[0] == 503  # no pipeline yet
+            # Every family from the first scrape, before a pipeline exists.
+            body = (await _get(f"{server.url}/metrics"))[2]
+            first = {f.name for f in text_string_to_metric_families(body) if f.samples}
+            assert {name.removesuffix("_total") for name in LABELLED} <= first
             pipeline = new_pipeline()
             server.watch(pipeline)
             assert (await _get(f"{server.url}/ready"))[0] == 503  # no partitions, no batch
@@ -584,3 +625,30 @@ def test_a_live_worker_serves_clean_metrics(
     assert len(identifiers) > 500
     label_values = {value for _, labels in values for _, value in labels}
     assert not label_values & identifiers
+
+
+@pytest.mark.integration
+def test_a_fresh_worker_has_every_family_from_the_first_scrape(
+    live_worker: tuple[EmbeddedBroker, str, Path],
+) -> None:
+    """Empty database, no events: the first scrape that answers already has every labelled
+    family of CONTRACT section 4 at 0, and `promtool check metrics` is clean."""
+    _, base, _ = live_worker
+    wait_for(lambda: http(f"{base}/metrics")[0] == 200, 60, "/metrics")
+    status, text = http(f"{base}/metrics")
+    assert status == 200
+    checked = subprocess.run(
+        [promtool(), "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout + checked.stderr == ""
+    values = sample_values(text)
+    for name, count in LABELLED.items():
+        samples = {k: v for k, v in values.items() if k[0].startswith(name)}
+        if name == "crisiswatch_clock_wait_seconds":
+            assert len(samples) == count, name
+        else:
+            assert len([k for k in samples if k[0] == name]) == count, name
+        assert set(samples.values()) == {0}, name
+    assert values[("crisiswatch_worker_up", ())] == 1
+    assert len(values) <= SERIES_BUDGET

@@ -26,6 +26,7 @@ from consumers.store import (
     Batch,
     ClockRow,
     Store,
+    check_schema,
     clock_row,
     is_transient,
     migrate,
@@ -33,7 +34,7 @@ from consumers.store import (
 )
 from streams.codec import Codec, Rejection
 from streams.engine import Clock, Engine, Event, Rules
-from streams.errors import ServiceError, ServiceUnavailableError
+from streams.errors import FencedError, ServiceError, ServiceUnavailableError
 from tests.factory import at, cancelled, contact, received, triaged
 from tests.support import crisiswatch
 
@@ -63,7 +64,7 @@ def migrated(new_database: Callable[[], str]) -> str:
 def db(migrated: str) -> str:
     """The session's migrated database, emptied (TRUNCATE: the owner may; others may not)."""
     with psycopg.connect(migrated, autocommit=True) as conn:
-        conn.execute("TRUNCATE events, clocks, consumer_positions")
+        conn.execute("TRUNCATE events, clocks, consumer_positions, partition_leases")
     return migrated
 
 
@@ -103,10 +104,25 @@ def judged(events: list[Event], now: int, partition: int | None = 0) -> ClockRow
 
 def test_migrate_is_idempotent(new_database: Callable[[], str]) -> None:
     url = new_database()
-    assert migrate(url) == ["0001_initial", "0002_reader"]
+    assert migrate(url) == ["0001_initial", "0002_reader", "0003_partition_leases"]
     assert migrate(url) == []
     rows = query(url, "SELECT version, name FROM schema_migrations ORDER BY version")
-    assert rows == [(1, "0001_initial"), (2, "0002_reader")]
+    assert rows == [(1, "0001_initial"), (2, "0002_reader"), (3, "0003_partition_leases")]
+
+
+def test_a_newer_schema_is_accepted_only_where_it_lets_older_workers_run(
+    new_database: Callable[[], str],
+) -> None:
+    url = new_database()
+    migrate(url)
+    assert check_schema(url) == 3
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES (4, 'a', now(), 3)")
+    assert check_schema(url) == 4  # additive: this release may run on it
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_migrations (version, name) VALUES (5, 'b')")  # no word
+    with pytest.raises(ServiceError, match=r"newer than this worker .* migration 5 "):
+        check_schema(url)
 
 
 def test_migrate_from_two_threads_at_once(new_database: Callable[[], str]) -> None:
@@ -497,6 +513,112 @@ def test_golden_outcomes_through_the_database(db: str, shared: Path) -> None:
         capture_output=True, check=True, timeout=60,
     )  # fmt: skip
     assert printed.stdout == (shared / "golden" / "expected_outcomes.csv").read_bytes()
+
+
+# -- the fence ---------------------------------------------------------------------------------
+
+
+def test_a_superseded_epoch_is_refused_and_writes_nothing(db: str) -> None:
+    now = at("2026-02-03T15:00:00Z")
+    first = judged([received("R-F1", "2026-02-03T14:00:00Z", id="f-1")], now, partition=3)
+    later = judged(
+        [
+            received("R-F1", "2026-02-03T14:00:00Z", id="f-1"),
+            contact("R-F1", "2026-02-03T14:30:00Z", id="f-2"),
+        ],
+        now,
+        partition=3,
+    )
+    key = ("referral-events", 3)
+
+    async def scenario() -> None:
+        async with await Store.connect(db) as a, await Store.connect(db) as b:
+            assert await a.acquire("referral-events", [3, 4], "a") == {3: 1, 4: 1}
+            await a.write(
+                Batch(
+                    [audit(received("R-F1", "2026-02-03T14:00:00Z", id="f-1"), 3, 0)],
+                    [first],
+                    {key: 1},
+                    {key: 1},
+                )
+            )
+            assert await b.acquire("referral-events", [3], "b") == {3: 2}
+            await b.write(Batch([], [later], {key: 2}, {key: 2}))
+            with pytest.raises(FencedError) as refused:
+                # A's stale view of R-F1 and an older position, under its old epoch; and its
+                # partition 4, still its own: the whole transaction is refused.
+                await a.write(
+                    Batch(
+                        [audit(contact("R-F1", "2026-02-03T14:40:00Z", id="f-3"), 3, 1)],
+                        [first],
+                        {key: 2, ("referral-events", 4): 7},
+                        {key: 1, ("referral-events", 4): 1},
+                    )
+                )
+            assert refused.value.partitions == frozenset({key})
+            assert not is_transient(refused.value)
+
+    run(scenario())
+    assert query(
+        db, "SELECT topic, kafka_partition, epoch, owner FROM partition_leases ORDER BY 2"
+    ) == [
+        ("referral-events", 3, 2, "b"),
+        ("referral-events", 4, 1, "a"),
+    ]
+    assert query(db, "SELECT kafka_partition, next_offset FROM consumer_positions") == [(3, 2)]
+    assert query(db, "SELECT event_id FROM events") == [("f-1",)]
+    assert query(db, "SELECT contacts FROM clocks") == [(1,)]
+
+
+def test_newest_event_time_of_partitions(db: str) -> None:
+    early = received("R-N1", "2026-02-03T14:00:00Z", id="n-1")
+    late = received("R-N2", "2026-02-03T15:00:00Z", id="n-2")
+
+    async def scenario() -> None:
+        async with await Store.connect(db) as store:
+            assert await store.newest_event_time([0, 1]) is None
+            await store.write(Batch(events=[audit(early, 0, 0), audit(late, 1, 0)]))
+            assert await store.newest_event_time([0]) == early.time
+            assert await store.newest_event_time([0, 1]) == late.time
+            assert await store.newest_event_time([2]) is None
+
+    run(scenario())
+
+
+def test_a_position_never_moves_backwards(db: str) -> None:
+    key = ("referral-events", 0)
+
+    async def scenario() -> None:
+        async with await Store.connect(db) as store:
+            await store.write(Batch(positions={key: 10}))
+            await store.write(Batch(positions={key: 10}))  # a retried commit: the same
+            with pytest.raises(ServiceError, match="backwards"):
+                await store.write(Batch(positions={key: 9}))
+
+    run(scenario())
+    assert query(db, "SELECT next_offset FROM consumer_positions") == [(10,)]
+
+
+def test_a_new_owner_waits_for_the_old_owners_transaction(db: str) -> None:
+    """`acquire` queues behind a batch transaction holding the lease row, then wins."""
+    key = ("referral-events", 5)
+
+    async def scenario() -> None:
+        async with await Store.connect(db) as a, await Store.connect(db) as b:
+            await a.acquire("referral-events", [5], "a")
+            with psycopg.connect(db, autocommit=True) as holder:
+                with holder.transaction():
+                    holder.execute(
+                        "SELECT * FROM partition_leases WHERE kafka_partition = 5 FOR SHARE"
+                    )
+                    waiting = asyncio.create_task(b.acquire("referral-events", [5], "b"))
+                    await asyncio.sleep(0.5)
+                    assert not waiting.done()
+                assert await asyncio.wait_for(waiting, 10) == {5: 2}
+            with pytest.raises(FencedError):
+                await a.write(Batch(positions={key: 1}, epochs={key: 1}))
+
+    run(scenario())
 
 
 # -- errors ------------------------------------------------------------------------------------

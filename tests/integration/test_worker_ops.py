@@ -183,6 +183,50 @@ def test_an_unreachable_database_or_missing_topic_fails_with_exit_1(broker: Embe
     assert "secret" not in result.stderr
 
 
+def _unmigrated(url: str) -> None:
+    pass
+
+
+def _older(url: str) -> None:
+    migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE partition_leases")
+        conn.execute("DELETE FROM schema_migrations WHERE version = 3")
+
+
+def _newer(url: str) -> None:
+    migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name, oldest_worker)"
+            " VALUES (9999, '9999_from_the_future', 9999)"
+        )
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("prepare", "message"),
+    [
+        (_unmigrated, "no crisiswatch schema: run 'crisiswatch db migrate'"),
+        (_older, "older than this worker (not applied: 0003_partition_leases)"),
+        (_newer, "newer than this worker"),
+    ],
+)
+def test_a_schema_the_worker_cannot_run_on_fails_with_one_line_and_exit_1(
+    broker: EmbeddedBroker,
+    new_database: Callable[[], str],
+    prepare: Callable[[str], None],
+    message: str,
+) -> None:
+    create_topics(broker.bootstrap, {EVENTS_TOPIC: 1, OUTCOMES_TOPIC: 1, DLQ_TOPIC: 1})
+    url = new_database()
+    prepare(url)
+    result = _run_worker("--kafka", broker.bootstrap, "--database-url", url)
+    assert result.returncode == 1, result.stderr
+    assert message in _one_error_line(result)
+    assert "faust" not in result.stderr.lower()
+
+
 # -- SIGTERM -------------------------------------------------------------------------------------
 
 

@@ -119,6 +119,8 @@ def test_a_restarted_pipeline_resumes_from_the_store_alone(shared: Path) -> None
         await first.flush()
         second = pipeline(store, ListSink(), now)  # a new process: nothing in memory
         positions = await second.assign(range(PARTITIONS))
+        # Data freshness survives the restart (the newest stored event of its partitions).
+        assert second.stats.last_event_time == first.stats.last_event_time is not None
         # The consumer seeks to the stored positions; redelivering the first half is harmless.
         assert positions == {p: store.offsets.get((TOPIC, p), 0) for p in range(PARTITIONS)}
         await second.process(records)
@@ -234,3 +236,149 @@ def test_after_drain_batches_are_ignored_and_positions_stay(shared: Path) -> Non
         assert store.offsets == committed
 
     run(scenario())
+
+
+# -- the fence: two pipelines on one store are two workers on one database --------------------
+
+
+def test_a_stalled_owner_is_fenced_and_its_successor_wins(
+    shared: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lines = golden_lines(shared)
+    now = watermark(lines)
+    records = messages(lines)
+    quarter = len(records) // 4
+    store, uninterrupted = MemoryStore(), MemoryStore()
+
+    async def scenario() -> None:
+        a = pipeline(store, ListSink(), now)
+        await a.assign(range(PARTITIONS))
+        await a.process(records[:quarter])
+        # A processes its next batch; its commit is still to run when B takes over.
+        await a.process(records[quarter : 2 * quarter], wait=False)
+        b = pipeline(store, ListSink(), now)
+        await b.assign(range(PARTITIONS))
+        assert b.epochs == dict.fromkeys(range(PARTITIONS), 2)
+        # B's first wait for a write lets A's commit run first: refused.
+        await b.process(records[quarter : 3 * quarter])
+        await a.flush()
+        assert a.partitions == frozenset()
+        assert store.fenced == 1
+        # A's consumer still delivers records until its group tells it otherwise: ignored.
+        assert await a.process(records[3 * quarter :]) == {}
+        await b.process(records[3 * quarter :])
+        whole = pipeline(uninterrupted, ListSink(), now)
+        await whole.assign(range(PARTITIONS))
+        await whole.process(records)
+
+    with caplog.at_level("INFO", logger="crisiswatch.pipeline"):
+        run(scenario())
+    assert stored_rows(store) == stored_rows(uninterrupted)
+    assert store.events.keys() == uninterrupted.events.keys()
+    assert store.offsets == uninterrupted.offsets
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert "taken over by another worker" in warnings[0]
+
+
+def test_a_stale_owner_publishes_nothing_for_a_lost_partition_and_keeps_the_rest(
+    shared: Path,
+) -> None:
+    """Before publishing, a batch's leases are read back: a worker that stalled past a
+    rebalance publishes no outcome its partitions' new owner may have superseded."""
+    lines = golden_lines(shared)
+    now = watermark(lines)
+    records = messages(lines)
+    half = len(records) // 2
+    store, uninterrupted = MemoryStore(), MemoryStore()
+    stale = ListSink()
+
+    async def scenario() -> None:
+        a = pipeline(store, stale, now)
+        await a.assign(range(PARTITIONS))
+        await a.process(records[:half])
+        published = len(stale.outcomes)
+        b = pipeline(store, ListSink(), now)
+        await b.assign([1])  # one partition moves; A has not been told yet
+        await a.process(records)  # partition 1 dropped before publishing: the rest goes on
+        assert a.partitions == frozenset({0, 2, 3})
+        assert a.stats.fenced == 1
+        lost = {m.key for m in records if m.partition == 1}
+        assert not [o for o in stale.outcomes[published:] if o.referral_id.encode() in lost]
+        assert store.fenced == 0  # nothing reached the store's fence
+        assert store.offsets[(TOPIC, 1)] == sum(1 for m in records[:half] if m.partition == 1)
+        await b.process([m for m in records if m.partition == 1])
+        # Given back later, A takes a new lease (and B's next write would be refused).
+        await a.assign([1])
+        assert a.epochs[1] == 3
+        whole = pipeline(uninterrupted, ListSink(), now)
+        await whole.assign(range(PARTITIONS))
+        await whole.process(records)
+
+    run(scenario())
+    assert stored_rows(store) == stored_rows(uninterrupted)
+    assert store.events.keys() == uninterrupted.events.keys()
+    assert store.offsets == uninterrupted.offsets
+
+
+def test_a_deadline_write_of_a_lost_partition_is_fenced() -> None:
+    """`tick` writes clocks only, under the same leases: a stalled owner's tick cannot
+    overwrite the clock its successor restored and owns."""
+    line = json.dumps(
+        {
+            "specversion": "1.0", "id": "tick-1", "source": "urn:nhs:ods:RY7",
+            "type": "referral.received", "time": "2026-02-03T14:00:00+00:00",
+            "data": {"referral_id": "R-TICK", "pathway": "ucr_2h", "provider": "RY7",
+                     "icb": "QYG"},
+        }
+    ).encode()  # fmt: skip
+    (record,) = messages([line])
+    start = watermark([line]) + 60
+    store, sink = MemoryStore(), ListSink()
+    now = [start]
+
+    async def scenario() -> None:
+        a = Pipeline(
+            engine=Engine(Rules()), codec=Codec(), store=store, sink=sink, topic=TOPIC,
+            clock=lambda: now[0], retry=FAST,
+        )  # fmt: skip
+        await a.assign(range(PARTITIONS))
+        await a.process([record])
+        before = dict(store.clocks)
+        b = pipeline(store, ListSink(), start)
+        await b.assign([record.partition])
+        now[0] = start + 86400  # the clock breaches: A's tick would publish and write it
+        assert await a.tick() == 0
+        assert a.partitions == frozenset(range(PARTITIONS)) - {record.partition}
+        assert a.stats.fenced == 1
+        assert store.clocks == before
+        assert [o.state for o in sink.outcomes] == ["waiting"]  # no breach from A
+
+    run(scenario())
+
+
+def test_a_loss_seen_twice_is_logged_once(shared: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The check before publishing and the write still pending both meet the same loss: one
+    warning, and nothing of either batch written."""
+    lines = golden_lines(shared)
+    now = watermark(lines)
+    records = messages(lines)
+    third = len(records) // 3
+    store = MemoryStore()
+
+    async def scenario() -> None:
+        a = pipeline(store, ListSink(), now)
+        await a.assign(range(PARTITIONS))
+        await a.process(records[:third], wait=False)  # its write still to run
+        b = pipeline(store, ListSink(), now)
+        await b.assign(range(PARTITIONS))
+        await a.process(records[third : 2 * third], wait=False)
+        await a.flush()
+        assert a.partitions == frozenset()
+        assert store.writes == 0
+        assert a.stats.fenced == 1
+
+    with caplog.at_level("INFO", logger="crisiswatch.pipeline"):
+        run(scenario())
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
