@@ -7,24 +7,17 @@ fatal: the board starts, says "data unavailable", and recovers when PostgreSQL a
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import signal
-import socket
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from aiohttp import web
-from pydantic import ValidationError
 
-from consumers.board.app import BoardSettings, create_app, find_assets
 from consumers.board.auth import AuthMode, is_loopback
 from consumers.cli.options import database_option
-from streams.errors import ConfigurationError, ServiceError
-from streams.settings import RulesSettings
+from streams.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from streams.settings import RulesSettings
 
 
 @click.command()
@@ -62,6 +55,15 @@ def board(database_url: str, host: str, port: int, auth: str, assets: Path | Non
             f"--auth none is refused on {host}: listen on 127.0.0.1, or use --auth proxy "
             "behind an authenticating proxy"
         )
+    # Imported here: `crisiswatch --help` and the other commands need no web stack.
+    import asyncio
+    import logging
+
+    from pydantic import ValidationError
+
+    from consumers.board.app import BoardSettings, find_assets
+    from consumers.board.server import serve
+
     try:
         rules = _rules_settings().rules()
     except ValidationError as exc:
@@ -74,44 +76,7 @@ def board(database_url: str, host: str, port: int, auth: str, assets: Path | Non
 
 
 def _rules_settings() -> RulesSettings:
+    from streams.settings import RulesSettings
+
     settings: Any = RulesSettings
     return settings()  # type: ignore[no-any-return]
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port (port 0: any free one)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        return socket.create_server((host.strip("[]"), port), family=family, backlog=512)
-    except OSError as exc:
-        raise ServiceError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-
-
-def address(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/"
-
-
-async def serve(
-    settings: BoardSettings,
-    host: str,
-    port: int,
-    started: Callable[[str], None],
-    stop: asyncio.Event | None = None,
-) -> None:
-    """Serve until SIGINT/SIGTERM (or `stop` is set); `started` gets the board's address."""
-    sock = listen(host, port)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
-            loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    try:
-        await web.SockSite(runner, sock).start()
-        started(address(sock))
-        await stop.wait()
-    finally:
-        await runner.cleanup()
