@@ -119,3 +119,18 @@ def test_no_import_cycles() -> None:
 
 def test_the_cycle_check_finds_a_cycle() -> None:
     assert strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_command_line_imports_no_service_library_until_a_command_runs() -> None:
+    """`crisiswatch --help` and every command's start stay fast: the heavy stacks (web, Kafka,
+    PostgreSQL, Faust) are imported inside the commands that use them."""
+    import subprocess
+
+    heavy = ["aiohttp", "jinja2", "faust", "aiokafka", "kafka", "psycopg", "openpyxl"]
+    probe = (
+        f"import sys, consumers.cli.main; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert result.stdout.strip() == "[]"
