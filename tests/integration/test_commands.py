@@ -453,7 +453,7 @@ def test_simulate_stops_cleanly_on_ctrl_c(broker: EmbeddedBroker) -> None:
     proc = subprocess.Popen(
         [
             crisiswatch(), "simulate", "--kafka", broker.bootstrap, "--topic", topic,
-            "--duration", "3600", "--speed", "200", "--seed", "9", "--start", SIM_START,
+            "--duration", "3600", "--speed", "3000", "--seed", "9", "--start", SIM_START,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
