@@ -14,9 +14,9 @@ from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
-from streams.errors import ConfigurationError, ServiceUnavailableError
+from consumers.store.connect import connect_options as store_connect_options
+from streams.errors import ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +34,11 @@ class DataUnavailableError(ServiceUnavailableError):
 
 
 def connect_options(url: str) -> dict[str, Any]:
-    """Keyword arguments of `psycopg.AsyncConnection.connect` for `url` (checked)."""
-    try:
-        given = conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
-        raise ConfigurationError("invalid PostgreSQL URL (--database-url)") from exc
-    options: dict[str, Any] = {"autocommit": True}
-    if "connect_timeout" not in given:
-        options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
-    if "application_name" not in given:
-        options["application_name"] = APPLICATION_NAME
-    return options
+    """Keyword arguments of `psycopg.AsyncConnection.connect` for `url` (checked): the store's
+    rules, with the board's own name and a shorter timeout (a page must not hang)."""
+    return store_connect_options(
+        url, application_name=APPLICATION_NAME, connect_timeout=CONNECT_TIMEOUT_SECONDS
+    )
 
 
 class Database:

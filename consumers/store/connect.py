@@ -23,6 +23,7 @@ __all__ = [
     "blocking_session",
     "check_url",
     "connect_async",
+    "connect_options",
     "connect_sync",
     "is_transient",
     "unusable",
@@ -115,7 +116,15 @@ def unusable(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bo
     return bool(readable)
 
 
-def _connect_options(url: str) -> dict[str, Any]:
+def connect_options(
+    url: str,
+    *,
+    application_name: str = APPLICATION_NAME,
+    connect_timeout: int = CONNECT_TIMEOUT_SECONDS,
+) -> dict[str, Any]:
+    """Keyword arguments of psycopg's `connect` for `url`: autocommit, and a connect timeout
+    and application name unless the URL sets them. `ConfigurationError` for a URL libpq
+    cannot parse (the message never holds a password)."""
     try:
         given = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
@@ -124,14 +133,14 @@ def _connect_options(url: str) -> dict[str, Any]:
         ) from exc
     options: dict[str, Any] = {"autocommit": True}
     if "connect_timeout" not in given:
-        options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+        options["connect_timeout"] = connect_timeout
     if "application_name" not in given:
-        options["application_name"] = APPLICATION_NAME
+        options["application_name"] = application_name
     return options
 
 
 async def connect_async(url: str) -> AsyncConnection:
-    options = _connect_options(url)
+    options = connect_options(url)
     try:
         conn = await psycopg.AsyncConnection.connect(url, **options)
     except psycopg.Error as exc:
@@ -140,7 +149,7 @@ async def connect_async(url: str) -> AsyncConnection:
 
 
 def connect_sync(url: str) -> psycopg.Connection[tuple[Any, ...]]:
-    options = _connect_options(url)
+    options = connect_options(url)
     try:
         return psycopg.connect(url, **options)
     except psycopg.Error as exc:
