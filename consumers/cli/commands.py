@@ -174,31 +174,20 @@ def outcomes_command(database_url: str, out: Path) -> None:
     now). Referrals with no `referral.received` yet are left out.
     """
     import asyncio
-    import csv
 
+    from consumers.cli.output import write_output
     from consumers.store import Store
-    from streams.atomic import write_atomic
-    from streams.engine import COLUMNS
+    from streams.engine import Outcome
+    from streams.replay import write_outcomes
 
-    async def read() -> list[list[str]]:
+    async def read() -> list[Outcome]:
         async with await Store.connect(database_url) as store:
-            return await store.outcome_rows()
+            return await store.outcomes()
 
-    rows = asyncio.run(read())
-
-    def write(handle: Any) -> None:
-        writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
-        writer.writerows(rows)
-
-    if str(out) == "-":
-        write(sys.stdout)
-        return
-    try:
-        write_atomic(out, write)
-    except OSError as exc:
-        raise InputError(f"--out: cannot write {out}: {exc.strerror or exc}") from exc
-    click.echo(f"wrote {len(rows)} outcomes to {out}", err=True)
+    outcomes = asyncio.run(read())
+    write_output(out, lambda handle: write_outcomes(outcomes, handle))
+    if str(out) != "-":
+        click.echo(f"wrote {len(outcomes)} outcomes to {out}", err=True)
 
 
 # -- publish -----------------------------------------------------------------------------------

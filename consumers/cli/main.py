@@ -82,7 +82,7 @@ def replay(
     Rules settings come from the environment (CRISISWATCH_UCR_LIMIT_SECONDS,
     CRISISWATCH_START_MODE, CRISISWATCH_TIMEZONE, ...; see the README).
     """
-    from streams.atomic import write_atomic
+    from consumers.cli.output import write_output
     from streams.codec import Codec
     from streams.replay import replay as run
     from streams.replay import write_outcomes
@@ -129,13 +129,7 @@ def replay(
         finally:
             if rejects_handle is not None:
                 rejects_handle.close()
-    if out is None:
-        write_outcomes(result.outcomes, sys.stdout)
-    else:
-        try:
-            write_atomic(out, lambda handle: write_outcomes(result.outcomes, handle))
-        except OSError as exc:
-            raise InputError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    write_output(out, lambda handle: write_outcomes(result.outcomes, handle))
     if not quiet:
         from streams.engine import format_instant
 

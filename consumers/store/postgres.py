@@ -428,8 +428,8 @@ class Store:
             events = int(row[0]) if row is not None else 0
         return Counts(open_clocks, pending, stopped, met, events, breached_ucr)
 
-    async def outcome_rows(self) -> list[list[str]]:
-        """Every referral's stored outcome as a CONTRACT section 2 CSV row, by referral id.
+    async def outcomes(self) -> list[Outcome]:
+        """Every referral's stored outcome, by referral id (CONTRACT section 2 order).
 
         Referrals still pending (no `referral.received`) have no outcome and are left out.
         """
@@ -444,10 +444,14 @@ class Store:
             Outcome(
                 rid, pathway, clock_type, region, icb, provider,
                 _epoch(start), _epoch(stop), wait, state, reason,
-            ).to_row()
+            )
             for rid, pathway, clock_type, region, icb, provider, start, stop, wait, state, reason
             in rows
         ]  # fmt: skip
+
+    async def outcome_rows(self) -> list[list[str]]:
+        """`outcomes()` as CONTRACT section 2 CSV rows."""
+        return [outcome.to_row() for outcome in await self.outcomes()]
 
     # -- internals -----------------------------------------------------------------------------
 
